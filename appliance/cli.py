@@ -1,0 +1,432 @@
+"""`appliance`: the operator's command on the server (shell access is the credential).
+
+Every command honours APPLIANCE_CONFIG, APPLIANCE_DATA_DIR and APPLIANCE_KEY_FILE, so
+several instances can run side by side. Commands that change something are audited as
+done by ``operator:<os user>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import select
+
+from appliance import __version__
+from appliance.bootstrap import current_user_name, init, schema_is_current
+from appliance.config import Settings, get_settings, masked_dump
+from appliance.errors import ApplianceError, NotFound
+
+app = typer.Typer(
+    help="Operate the on-premises RAG appliance on this server.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
+models_app = typer.Typer(help="List, verify and register local models.", no_args_is_help=True)
+docs_app = typer.Typer(help="List documents.", no_args_is_help=True)
+audit_app = typer.Typer(help="Check the audit log.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Run background jobs now.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(models_app, name="models")
+app.add_typer(docs_app, name="docs")
+app.add_typer(audit_app, name="audit")
+app.add_typer(jobs_app, name="jobs")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _operator() -> str:
+    return f"operator:{current_user_name()}"
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+def _runtime(settings: Settings | None = None):  # type: ignore[no-untyped-def]
+    from appliance.runtime import open_runtime
+
+    settings = settings or _settings()
+    if not schema_is_current(settings):
+        raise NotFound(
+            f"No appliance database at {settings.database_url}. Run `appliance init` first."
+        )
+    return open_runtime(settings)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        out.print(__version__)
+        raise typer.Exit()
+
+
+@app.command("init")
+def init_cmd(
+    admin: Annotated[str, typer.Option(help="Username of the first admin.")] = "admin",
+) -> None:
+    """Create the data dir, key file, key store, database and first admin (idempotent)."""
+    settings = _settings()
+    report = init(settings, admin_username=admin)
+    out.print(f"data dir   {settings.data_dir}" + ("  (created)" if report.created_data_dir else ""))
+    out.print(f"key file   {settings.key_file}" + ("  (created)" if report.created_key_file else ""))
+    out.print(f"key store  {settings.keystore_path}")
+    out.print(f"database   {masked_dump(settings)['effective']['database_url']}  (migrated)")
+    if report.admin_password:
+        out.print(
+            f"\n[bold]First admin created.[/bold] Username: [bold]{report.admin_username}[/bold]  "
+            f"One-time password: [bold]{report.admin_password}[/bold]\n"
+            "This password is shown once and must be changed at first sign-in. "
+            "If you lose it, run `appliance users reset-password admin`."
+        )
+    if report.created_key_file:
+        out.print(
+            "\n[bold yellow]Back up the key file now[/bold yellow] (e.g. into Ansible Vault), "
+            "apart from the data dir. Without it the encrypted data cannot be read."
+        )
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str | None, typer.Option(help="Bind address (setting server.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (setting server.port).")] = None,
+) -> None:
+    """Serve the API and web UI, and run the ingestion worker and jobs in-process."""
+    import uvicorn
+
+    from appliance.main import create_app
+
+    settings = _settings()
+    if host is not None:
+        settings.server.host = host
+    if port is not None:
+        settings.server.port = port
+    if not schema_is_current(settings):
+        raise NotFound("The database is not initialised. Run `appliance init` first.")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    out.print(f"Appliance {__version__} on http://{settings.server.host}:{settings.server.port}")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level="info",
+        proxy_headers=True,
+        server_header=False,
+    )
+
+
+@config_app.command("show")
+def config_show(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print the effective settings (secrets masked)."""
+    data = masked_dump(_settings())
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    for section, value in data.items():
+        if isinstance(value, dict):
+            out.print(f"[bold]\\[{section}][/bold]")
+            for k, v in value.items():
+                out.print(f"  {k} = {json.dumps(v)}")
+        else:
+            out.print(f"{section} = {json.dumps(value)}")
+
+
+@models_app.command("list")
+def models_list(
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Hash every file (slow).")
+    ] = True,
+) -> None:
+    """Show bundled and registered models, and whether each file matches its sha256."""
+    from models.manifest import ModelRegistry, verify as verify_entry
+    from models.protocols import ModelError
+
+    settings = _settings()
+    registry = ModelRegistry(settings.models_dir / "registry.json")
+    table = Table("name", "kind", "source", "context", "licence", "verified", "active", "path")
+    active = {settings.models.chat_model, settings.models.embedder}
+    for entry in registry.entries():
+        status = "not checked"
+        if verify:
+            try:
+                verify_entry(entry)
+                status = "[green]yes[/green]"
+            except ModelError as exc:
+                status = f"[red]NO[/red]: {exc}"
+        table.add_row(
+            entry.name,
+            entry.kind,
+            entry.source,
+            str(entry.context_length),
+            entry.licence,
+            status,
+            "yes" if entry.name in active else "",
+            str(entry.path),
+        )
+    out.print(table)
+
+
+@models_app.command("add")
+def models_add(
+    name: Annotated[str, typer.Argument(help="A unique name for the model.")],
+    path: Annotated[Path, typer.Argument(help="Path of the GGUF file on this server.")],
+    sha256: Annotated[str, typer.Option(help="Expected sha256 of the file (from its publisher).")],
+    licence: Annotated[str, typer.Option(help="Licence of the model.")] = "unknown",
+) -> None:
+    """Register a GGUF chat model; refused unless the file matches the given sha256."""
+    from models.manifest import ModelRegistry
+
+    settings = _settings()
+    entry = ModelRegistry(settings.models_dir / "registry.json").add(
+        name=name, path=path.resolve(), sha256=sha256.lower(), licence=licence
+    )
+    rt = _runtime(settings)
+    with rt.sessions() as session:
+        from appliance.audit import service as audit
+
+        audit.record(
+            session, actor=_operator(), action="model.register", target=f"model:{entry.name}",
+            details={"sha256": entry.sha256, "context_length": entry.context_length},
+        )
+        session.commit()
+    out.print(
+        f"Registered {entry.name} ({entry.context_length} tokens). "
+        f"Use it with models.chat_model = \"{entry.name}\" in the settings."
+    )
+
+
+@app.command("ingest")
+def ingest_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (recursive).")],
+    owner: Annotated[
+        str | None, typer.Option(help="Username owning the documents (default: first admin).")
+    ] = None,
+    grant: Annotated[
+        list[str] | None,
+        typer.Option(help="Principal allowed to read: user:NAME, group:NAME or everyone. Repeat."),
+    ] = None,
+    classification: Annotated[
+        str | None, typer.Option(help="public, internal, confidential or personal.")
+    ] = None,
+    isolated_parser: Annotated[
+        bool,
+        typer.Option(
+            "--isolated-parser/--inline-parser", help="Parse in a child process (default)."
+        ),
+    ] = True,
+) -> None:
+    """Ingest files or folders with a progress bar; failures are listed with their reason."""
+    from appliance.auth import service as users
+    from appliance.documents import service as docs
+    from appliance.documents.ingestion import IngestionWorker, Parser
+    from appliance.documents.tables import Document
+
+    rt = _runtime()
+    settings = rt.settings
+    files = sorted(_walk(paths))
+    if not files:
+        err.print("No files found under the given paths.")
+        raise typer.Exit(1)
+    with rt.sessions() as session:
+        owner_user = users.get_user_by_name(session, owner) if owner else users.first_admin(session)
+        if owner_user is None:
+            raise NotFound("No admin exists yet. Run `appliance init` first.")
+        principals = [users.resolve_principal(session, g) for g in (grant or [])]
+        submitted: dict[str, Path] = {}
+        duplicates = 0
+        for f in files:
+            result = docs.submit_file(
+                session=session,
+                crypto=rt.crypto,
+                blobs=rt.blobs,
+                path=f,
+                filename=f.name,
+                owner=owner_user,
+                grants=principals,
+                classification=classification or settings.ingest.default_classification,
+                max_bytes=settings.max_upload_bytes,
+                actor=_operator(),
+            )
+            session.commit()
+            if result.duplicate:
+                duplicates += 1
+            else:
+                submitted[result.document.id] = f
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+    with progress:
+        overall = progress.add_task("documents", total=len(submitted), detail="")
+        finished: set[str] = set()
+
+        def on_progress(doc_id: str, state: str, done: int, total: int) -> None:
+            name = submitted.get(doc_id, Path(doc_id)).name
+            detail = f"{name}: {state}" + (f" {done}/{total} chunks" if total else "")
+            if state in ("indexed", "failed") and doc_id not in finished:
+                finished.add(doc_id)
+                progress.advance(overall)
+            progress.update(overall, detail=detail)
+
+        worker = IngestionWorker(
+            rt,
+            parser=Parser(
+                max_bytes=settings.max_upload_bytes,
+                ocr=settings.ingest.ocr,
+                isolated=isolated_parser,
+            ),
+            on_progress=on_progress,
+        )
+        try:
+            worker.run_until_idle(only=set(submitted))
+        finally:
+            worker.close()
+        # Documents that failed before reaching the worker (too large, empty) count as done.
+        progress.update(overall, completed=len(submitted), detail="")
+    with rt.sessions() as session:
+        rows = session.execute(select(Document).where(Document.id.in_(submitted))).scalars().all()
+        ok = [d for d in rows if d.state == "indexed"]
+        bad = [d for d in rows if d.state == "failed"]
+        out.print(
+            f"{len(ok)} indexed, {len(bad)} failed, {duplicates} already present"
+        )
+        for d in bad:
+            out.print(f"  [red]failed[/red] {submitted[d.id]}: {d.error_reason}")
+    rt.close()
+    if bad:
+        raise typer.Exit(2)
+
+
+def _walk(paths: list[Path]) -> Iterator[Path]:
+    for p in paths:
+        if p.is_dir():
+            yield from (
+                f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
+            )
+        elif p.is_file():
+            yield p
+        else:
+            raise NotFound(f"{p} does not exist.")
+
+
+@docs_app.command("list")
+def docs_list(
+    as_user: Annotated[
+        str | None, typer.Option("--as", help="Show only what this user may read.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """List documents with their state (all of them, or those a user may read)."""
+    from appliance.auth import service as users
+    from appliance.documents import service as docs
+    from appliance.documents.tables import Document, DocumentGrant
+
+    rt = _runtime()
+    with rt.sessions() as session:
+        query = select(Document).order_by(Document.created_at)
+        if as_user:
+            principals = users.principals_for(session, users.get_user_by_name(session, as_user))
+            query = query.where(
+                Document.id.in_(
+                    select(DocumentGrant.doc_id).where(DocumentGrant.principal.in_(principals))
+                )
+            )
+        rows = session.execute(query).scalars().all()
+        table = Table("id", "filename", "state", "pages", "chunks", "classification", "reason")
+        for d in rows:
+            item = {
+                "id": d.id,
+                "filename": docs.filename_of(rt.crypto, d),
+                "state": d.state,
+                "pages": d.pages,
+                "chunks": d.chunks_total,
+                "classification": d.classification,
+                "reason": d.error_reason,
+            }
+            if as_json:
+                sys.stdout.write(json.dumps(item) + "\n")
+            else:
+                table.add_row(*(("" if v is None else str(v)) for v in item.values()))
+        if not as_json:
+            if rows:
+                out.print(table)
+            else:
+                out.print("No documents yet. Add some with `appliance ingest PATH`.")
+    rt.close()
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the audit log's hash chain; exit 1 if an entry was edited, removed or moved."""
+    from appliance.audit import service as audit
+
+    rt = _runtime()
+    with rt.sessions() as session:
+        result = audit.verify(session)
+    rt.close()
+    if result.ok:
+        out.print(f"OK: {result.entries} entries, head {result.head}")
+        return
+    out.print(f"[red]BROKEN[/red] at entry {result.at_id}: {result.problem}")
+    raise typer.Exit(1)
+
+
+@jobs_app.command("run")
+def jobs_run(
+    name: Annotated[str, typer.Argument(help="Job name: cleanup.")],
+) -> None:
+    """Run a job now: `cleanup` resets interrupted ingestion and removes orphans."""
+    from appliance.documents.ingestion import IngestionWorker
+
+    if name != "cleanup":
+        raise NotFound(f"No job {name!r}. Jobs: cleanup.")
+    rt = _runtime()
+    worker = IngestionWorker(rt)
+    try:
+        report = worker.recover()
+    finally:
+        worker.close()
+        rt.close()
+    out.print_json(
+        json.dumps(
+            {
+                "requeued": len(report.requeued),
+                "failed": len(report.failed),
+                "deletions_finished": len(report.deletions_finished),
+                "orphan_points_removed": len(report.orphan_points_removed),
+                "orphan_blobs_removed": report.orphan_blobs_removed,
+            }
+        )
+    )
+
+
+def main() -> None:
+    """Entry point: run the command; turn our errors into a message and exit code 1."""
+    from appliance.runtime import set_offline_environment
+
+    set_offline_environment()
+    try:
+        app()
+    except ApplianceError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        sys.exit(1)

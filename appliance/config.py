@@ -1,0 +1,289 @@
+"""Settings: one pydantic-settings model read from a TOML file and ``APPLIANCE_*`` variables.
+
+Precedence, highest first: explicit arguments, environment (``APPLIANCE_DATA_DIR``,
+``APPLIANCE_INGEST__MAX_UPLOAD_MB``, ...), the TOML file named by ``APPLIANCE_CONFIG``,
+then the defaults below. Nothing here is read at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from appliance.errors import UnsafeConfiguration
+
+CONFIG_ENV = "APPLIANCE_CONFIG"
+DEFAULT_CONFIG = Path("/etc/appliance/appliance.toml")
+
+
+class _Section(BaseModel):
+    """A settings section: unknown keys are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    """How `appliance serve` listens."""
+
+    host: str = Field("127.0.0.1", description="Address to bind. Keep loopback behind the proxy.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    workers_embedded: bool = Field(
+        True,
+        description="Run the ingestion worker and scheduled jobs inside the serve process.",
+    )
+
+
+class DatabaseSettings(_Section):
+    """Metadata database."""
+
+    url: str | None = Field(
+        None,
+        description=(
+            "SQLAlchemy URL. Empty means SQLite at <data_dir>/appliance.db (WAL mode). "
+            "Use postgresql+psycopg://... to scale out."
+        ),
+    )
+    echo: bool = Field(False, description="Log every SQL statement (debugging only).")
+
+
+class IndexSettings(_Section):
+    """Vector index."""
+
+    backend: Literal["edge", "server"] = Field(
+        "edge",
+        description=(
+            "'edge': Qdrant engine in-process (a qdrant-edge shard under <data_dir>/index). "
+            "'server': a Qdrant server or cluster through qdrant-client."
+        ),
+    )
+    url: str | None = Field(None, description="Qdrant server URL (backend 'server' only).")
+    api_key: SecretStr | None = Field(
+        None, description="Qdrant server API key (backend 'server' only)."
+    )
+    collection: str = Field("chunks", description="Collection name (backend 'server' only).")
+
+
+class ModelSettings(_Section):
+    """Local models. Nothing is ever downloaded; files are checked against their sha256."""
+
+    chat_model: str = Field(
+        "smollm2-135m-instruct-q4_1",
+        description="Name of the chat model (see `appliance models list`).",
+    )
+    embedder: str = Field("all-minilm-l6-v2", description="Name of the embedding model.")
+    n_ctx: int = Field(4096, ge=512, description="Context window given to llama.cpp, in tokens.")
+    n_threads: int | None = Field(
+        None, ge=1, description="CPU threads for llama.cpp; empty means all cores."
+    )
+    n_gpu_layers: int = Field(
+        0, ge=-1, description="Layers offloaded to the GPU (-1: all, 0: CPU only)."
+    )
+    embed_device: str = Field("cpu", description="torch device for the embedder: cpu, cuda.")
+    embed_batch_size: int = Field(32, ge=1, le=1024, description="Chunks embedded per batch.")
+
+
+class IngestSettings(_Section):
+    """Document ingestion."""
+
+    max_upload_mb: int = Field(
+        200, ge=1, description="Largest file accepted, in MiB; larger files fail with a reason."
+    )
+    ocr: bool = Field(
+        True,
+        description="OCR scanned PDFs when Debian's tesseract-ocr is installed.",
+    )
+    chunk_max_tokens: int = Field(
+        200, ge=32, le=250, description="Largest chunk in embedder tokens (the window is 256)."
+    )
+    chunk_overlap_tokens: int = Field(
+        40, ge=0, le=120, description="Tokens repeated from the previous chunk of a section."
+    )
+    default_classification: Literal["public", "internal", "confidential", "personal"] = Field(
+        "internal", description="Classification given to a new document."
+    )
+    poll_seconds: float = Field(
+        1.0, gt=0, description="How often the worker looks for queued documents."
+    )
+
+
+class JobSettings(_Section):
+    """Scheduled jobs run by the serve process."""
+
+    cleanup_interval_seconds: int = Field(
+        3600, ge=10, description="How often orphaned index points and temp files are removed."
+    )
+
+
+class Settings(BaseSettings):
+    """Every setting of the appliance."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="APPLIANCE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    data_dir: Path = Field(
+        Path("/var/lib/appliance"),
+        description="Data directory: database, encrypted blobs, vector index, models.",
+    )
+    key_file: Path = Field(
+        Path("/etc/appliance/kek"),
+        description="Key-encryption key file (0600). Must live outside the data directory.",
+    )
+    keystore_dir: Path | None = Field(
+        None,
+        description=(
+            "Key store for wrapped data keys, outside the data directory and backed up apart "
+            "from it. Empty means '<data_dir>-keys' beside the data directory."
+        ),
+    )
+    server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
+    index: IndexSettings = Field(default_factory=IndexSettings)  # type: ignore[arg-type]
+    models: ModelSettings = Field(default_factory=ModelSettings)  # type: ignore[arg-type]
+    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
+    jobs: JobSettings = Field(default_factory=JobSettings)  # type: ignore[arg-type]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then environment, then the TOML file."""
+        path = config_path()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    # Derived locations -------------------------------------------------------------
+
+    @property
+    def keystore_path(self) -> Path:
+        """Where wrapped data keys live."""
+        if self.keystore_dir is not None:
+            return self.keystore_dir
+        return self.data_dir.with_name(self.data_dir.name + "-keys")
+
+    @property
+    def database_url(self) -> str:
+        """The effective SQLAlchemy URL."""
+        return self.database.url or f"sqlite:///{self.data_dir / 'appliance.db'}"
+
+    @property
+    def blob_dir(self) -> Path:
+        """Encrypted original files."""
+        return self.data_dir / "blobs"
+
+    @property
+    def index_dir(self) -> Path:
+        """The embedded Qdrant shard."""
+        return self.data_dir / "index"
+
+    @property
+    def models_dir(self) -> Path:
+        """Admin-installed model files and the model registry."""
+        return self.data_dir / "models"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """Upload limit in bytes."""
+        return self.ingest.max_upload_mb * 1024 * 1024
+
+
+def config_path() -> Path | None:
+    """The TOML file to read: ``APPLIANCE_CONFIG``, else /etc/appliance/appliance.toml if present."""
+    value = os.environ.get(CONFIG_ENV)
+    if value:
+        path = Path(value)
+        if not path.is_file():
+            raise UnsafeConfiguration(
+                f"{CONFIG_ENV}={value} does not name a readable file. "
+                "Create it (see README, 'Settings') or unset the variable."
+            )
+        return path
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Read the effective settings now (never at import time)."""
+    return Settings(**overrides)
+
+
+def _is_within(child: Path, parent: Path) -> bool:
+    try:
+        child.resolve().relative_to(parent.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def check_safety(settings: Settings, *, require_key: bool = True) -> None:
+    """Refuse an unsafe layout: keys inside the data dir, a key file others can read."""
+    if _is_within(settings.key_file, settings.data_dir):
+        raise UnsafeConfiguration(
+            f"The key file {settings.key_file} is inside the data directory {settings.data_dir}; "
+            "a copy of the data directory would then carry the key that opens it. "
+            "Set APPLIANCE_KEY_FILE (or key_file) to a path outside the data directory."
+        )
+    if _is_within(settings.keystore_path, settings.data_dir):
+        raise UnsafeConfiguration(
+            f"The key store {settings.keystore_path} is inside the data directory "
+            f"{settings.data_dir}. Set keystore_dir to a path outside it."
+        )
+    if require_key:
+        if not settings.key_file.exists():
+            raise UnsafeConfiguration(
+                f"The key file {settings.key_file} does not exist. Run `appliance init` "
+                "to create it, or restore it from your vault."
+            )
+        mode = stat.S_IMODE(settings.key_file.stat().st_mode)
+        if mode & 0o077:
+            raise UnsafeConfiguration(
+                f"The key file {settings.key_file} is readable by others (mode {mode:o}). "
+                f"Fix it with: chmod 600 {settings.key_file}"
+            )
+    if settings.data_dir.exists() and not os.access(settings.data_dir, os.W_OK | os.X_OK):
+        raise UnsafeConfiguration(
+            f"The data directory {settings.data_dir} is not writable by this user. "
+            f"Fix it with: chown -R $(id -un) {settings.data_dir} (or run as the appliance user)."
+        )
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """Settings as a plain dict with secrets masked, for `appliance config show`."""
+    data = settings.model_dump(mode="json")
+    data["effective"] = {
+        "config_file": str(config_path()) if config_path() else None,
+        "keystore_dir": str(settings.keystore_path),
+        "database_url": _mask_url(settings.database_url),
+    }
+    if data["database"]["url"]:
+        data["database"]["url"] = _mask_url(data["database"]["url"])
+    if settings.index.api_key is not None:
+        data["index"]["api_key"] = "********"
+    return data
+
+
+def _mask_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is shown masked entirely
+        return "********"

@@ -1,0 +1,499 @@
+"""The ingestion worker: queued -> parsing -> embedding -> indexed (or failed, with a reason).
+
+Parsing runs in a separate process (spawned once and reused): it is CPU-heavy pure Python,
+so in-process it would hold the GIL against the API and against embedding. While one
+document is embedded, the next one is already being parsed, which keeps both cores busy.
+
+Publishing is atomic (DESIGN invariant 3): chunks are written with an empty ACL, and once
+all of them are in, one index operation sets the document's principals. Recovery after a
+crash resets work whose process is gone, finishes interrupted deletions and removes index
+points that belong to no visible document.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path, PurePath
+
+from sqlalchemy import delete, select, update
+
+from appliance.audit import service as audit
+from appliance.crypto.envelope import Crypto
+from appliance.db import utcnow
+from appliance.documents import service as docs
+from appliance.documents.tables import (
+    DELETING,
+    EMBEDDING,
+    FAILED,
+    IN_PROGRESS,
+    INDEXED,
+    PARSING,
+    QUEUED,
+    Chunk,
+    Document,
+)
+from appliance.errors import ApplianceError, KeyMissing
+from appliance.runtime import Runtime
+from ingest.chunk import Chunk as TextChunk
+from ingest.chunk import chunk_elements
+from ingest.errors import EmptyDocument, IngestError
+from ingest.index import ChunkPoint
+from ingest.parse import ParsedDocument, parse_file
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+SYSTEM_ACTOR = "system:ingest"
+ProgressFn = Callable[[str, str, int, int], None]  # doc_id, state, done, total
+
+
+def worker_identity() -> str:
+    """This process, as recorded on the documents it claims."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_alive(claimed_by: str | None) -> bool:
+    """Whether the claiming process still runs (only knowable for this host)."""
+    if not claimed_by:
+        return False
+    host, _, pid_text = claimed_by.rpartition(":")
+    if host != socket.gethostname():
+        return True  # another host's worker: leave it alone
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _child_init() -> None:
+    os.environ["DO_NOT_TRACK"] = "1"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+class Parser:
+    """Runs `ingest.parse.parse_file` in a reusable child process (isolated), or inline."""
+
+    def __init__(self, *, max_bytes: int, ocr: bool, isolated: bool = True) -> None:
+        self.max_bytes = max_bytes
+        self.ocr = ocr
+        self.isolated = isolated
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=get_context("spawn"), initializer=_child_init
+            )
+        return self._pool
+
+    def submit(self, path: Path, filename: str) -> Future[ParsedDocument]:
+        """Start parsing; the future raises IngestError for bad input."""
+        if not self.isolated:
+            fut: Future[ParsedDocument] = Future()
+            try:
+                fut.set_result(
+                    parse_file(path, max_bytes=self.max_bytes, ocr=self.ocr, filename=filename)
+                )
+            except Exception as exc:
+                fut.set_exception(exc)
+            return fut
+        return self._get_pool().submit(
+            parse_file, path, max_bytes=self.max_bytes, ocr=self.ocr, filename=filename
+        )
+
+    def reset(self) -> None:
+        """Drop a broken child process; the next submit starts a fresh one."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        """Stop the child process."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+@dataclass
+class _Pending:
+    doc_id: str
+    future: Future[ParsedDocument]
+    tmp_dir: Path
+
+
+@dataclass
+class RecoveryReport:
+    """What recovery found and fixed."""
+
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    deletions_finished: list[str] = field(default_factory=list)
+    orphan_points_removed: list[str] = field(default_factory=list)
+    orphan_blobs_removed: int = 0
+    orphan_chunk_rows_removed: int = 0
+
+
+def _tmp_root() -> str | None:
+    # Plaintext of a file being parsed lives only in a private directory in memory-backed
+    # /dev/shm when the host has it, and is removed as soon as parsing ends.
+    shm = Path("/dev/shm")  # noqa: S108 - a private 0700 directory is created inside
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+def embed_text(chunk: TextChunk) -> str:
+    """What the embedder sees: the section heading gives a passage its context."""
+    return f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
+
+
+class IngestionWorker:
+    """Processes queued documents; safe to run in several processes at once."""
+
+    def __init__(
+        self, rt: Runtime, *, parser: Parser | None = None, on_progress: ProgressFn | None = None
+    ) -> None:
+        self.rt = rt
+        s = rt.settings.ingest
+        self.parser = parser or Parser(max_bytes=rt.settings.max_upload_bytes, ocr=s.ocr)
+        self.on_progress = on_progress
+        self.identity = worker_identity()
+
+    # -- recovery -------------------------------------------------------------------
+
+    def recover(self) -> RecoveryReport:
+        """Undo interrupted work, finish interrupted deletions, remove orphans."""
+        rt, report = self.rt, RecoveryReport()
+        index = rt.index()
+        with rt.sessions() as session:
+            stuck = session.execute(
+                select(Document).where(Document.state.in_(IN_PROGRESS))
+            ).scalars()
+            for doc in list(stuck):
+                if _process_alive(doc.claimed_by):
+                    continue
+                index.delete_document(doc.id)
+                session.execute(delete(Chunk).where(Chunk.doc_id == doc.id))
+                doc.chunks_done = 0
+                doc.claimed_by = None
+                if doc.attempts >= MAX_ATTEMPTS:
+                    doc.state, doc.error_code = FAILED, "interrupted"
+                    doc.error_reason = (
+                        f"Ingestion was interrupted {doc.attempts} times (the process stopped "
+                        "while working on this file). Check the server's memory and logs, "
+                        "then upload the file again."
+                    )
+                    report.failed.append(doc.id)
+                else:
+                    doc.state = QUEUED
+                    report.requeued.append(doc.id)
+            session.commit()
+            deleting = list(
+                session.execute(select(Document.id).where(Document.state == DELETING)).scalars()
+            )
+        for doc_id in deleting:
+            with rt.sessions() as session:
+                docs.finish_delete(
+                    session=session, index=index, crypto=rt.crypto, blobs=rt.blobs, doc_id=doc_id
+                )
+            report.deletions_finished.append(doc_id)
+        self._remove_orphans(report)
+        if any(
+            (
+                report.requeued,
+                report.failed,
+                report.deletions_finished,
+                report.orphan_points_removed,
+                report.orphan_blobs_removed,
+            )
+        ):
+            with rt.sessions() as session:
+                audit.record(
+                    session,
+                    actor=SYSTEM_ACTOR,
+                    action="ingest.recover",
+                    details={
+                        "requeued": len(report.requeued),
+                        "failed": len(report.failed),
+                        "deletions_finished": len(report.deletions_finished),
+                        "orphan_points_removed": len(report.orphan_points_removed),
+                        "orphan_blobs_removed": report.orphan_blobs_removed,
+                    },
+                )
+                session.commit()
+        return report
+
+    def _remove_orphans(self, report: RecoveryReport) -> None:
+        rt = self.rt
+        index = rt.index()
+        with rt.sessions() as session:
+            rows = session.execute(select(Document.id, Document.state)).all()
+            states = {doc_id: state for doc_id, state in rows}
+            for doc_id in sorted(index.document_ids()):
+                state = states.get(doc_id)
+                if state not in (INDEXED, PARSING, EMBEDDING, DELETING):
+                    index.delete_document(doc_id)
+                    report.orphan_points_removed.append(doc_id)
+            failed = [d for d, s in states.items() if s in (FAILED, QUEUED)]
+            if failed:
+                result = session.execute(delete(Chunk).where(Chunk.doc_id.in_(failed)))
+                report.orphan_chunk_rows_removed = int(result.rowcount or 0)  # type: ignore[attr-defined]
+            session.commit()
+        for blob_id in rt.blobs.ids() - set(states):
+            rt.blobs.delete(blob_id)
+            report.orphan_blobs_removed += 1
+        rt.blobs.remove_stale_temp()
+
+    # -- the work loop --------------------------------------------------------------
+
+    def _claim_next(self, only: set[str] | None) -> str | None:
+        with self.rt.sessions() as session:
+            query = select(Document.id).where(Document.state == QUEUED)
+            if only is not None:
+                query = query.where(Document.id.in_(only))
+            for doc_id in session.execute(query.order_by(Document.created_at).limit(5)).scalars():
+                claimed = session.execute(
+                    update(Document)
+                    .where(Document.id == doc_id, Document.state == QUEUED)
+                    .values(
+                        state=PARSING,
+                        claimed_by=self.identity,
+                        attempts=Document.attempts + 1,
+                        updated_at=utcnow(),
+                    )
+                )
+                session.commit()
+                if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                    return str(doc_id)
+        return None
+
+    def _start_next(self, only: set[str] | None) -> _Pending | None:
+        while (doc_id := self._claim_next(only)) is not None:
+            self._progress(doc_id, PARSING, 0, 0)
+            rt = self.rt
+            tmp_dir = Path(tempfile.mkdtemp(prefix="appliance-ingest-", dir=_tmp_root()))
+            try:
+                with rt.sessions() as session:
+                    doc = session.get_one(Document, doc_id)
+                    filename = docs.filename_of(rt.crypto, doc)
+                plain = rt.crypto.decrypt(docs.DOC_KEY, doc_id, "blob", rt.blobs.get(doc_id))
+                # Only the extension of the original name is reused: never a path from input.
+                suffix = PurePath(filename).suffix[:16]
+                path = tmp_dir / f"upload{suffix}"
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(plain)
+                del plain
+                return _Pending(doc_id, self.parser.submit(path, filename), tmp_dir)
+            except (KeyMissing, FileNotFoundError) as exc:
+                shutil.rmtree(tmp_dir, ignore_errors=True)
+                self._fail(doc_id, "missing", f"The stored file can no longer be read ({exc}).")
+        return None
+
+    def run_until_idle(self, *, only: set[str] | None = None) -> int:
+        """Process queued documents (optionally only these ids) until none is left."""
+        return self._loop(stop=None, only=only)
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Process documents until `stop` is set; sleeps when idle."""
+        self._loop(stop=stop, only=None)
+
+    def _loop(self, *, stop: threading.Event | None, only: set[str] | None) -> int:
+        processed = 0
+        pending: _Pending | None = None
+        try:
+            while stop is None or not stop.is_set():
+                if pending is None:
+                    pending = self._start_next(only)
+                    if pending is None:
+                        if stop is None:
+                            return processed
+                        stop.wait(self.rt.settings.ingest.poll_seconds)
+                        continue
+                current, pending = pending, None
+                parsed = self._await_parse(current)
+                # Prefetch: the next file parses in the child while this one embeds here.
+                pending = self._start_next(only)
+                if parsed is not None:
+                    self._embed_and_publish(current.doc_id, parsed)
+                processed += 1
+            return processed
+        finally:
+            if pending is not None:
+                pending.future.cancel()
+                shutil.rmtree(pending.tmp_dir, ignore_errors=True)
+
+    def _await_parse(self, pending: _Pending) -> ParsedDocument | None:
+        try:
+            return pending.future.result()
+        except IngestError as exc:
+            self._fail(pending.doc_id, exc.code, exc.reason)
+        except BrokenProcessPool:
+            self.parser.reset()
+            self._fail(
+                pending.doc_id,
+                "parser_crashed",
+                "The parser crashed on this file. It may be damaged or hostile; "
+                "open and re-save it, or convert it to PDF, then upload it again.",
+            )
+        except Exception as exc:
+            log.exception("parsing %s failed", pending.doc_id)
+            self._fail(
+                pending.doc_id,
+                "parse_error",
+                f"The file could not be read ({type(exc).__name__}). Check that it opens on "
+                "your computer; if it does, send it to your administrator.",
+            )
+        finally:
+            shutil.rmtree(pending.tmp_dir, ignore_errors=True)
+        return None
+
+    def _embed_and_publish(self, doc_id: str, parsed: ParsedDocument) -> None:
+        rt = self.rt
+        try:
+            embedder, index = rt.embedder(), rt.index()
+            s = rt.settings.ingest
+            chunks = chunk_elements(
+                parsed.elements,
+                count_tokens=embedder.count_tokens,
+                max_tokens=s.chunk_max_tokens,
+                overlap_tokens=s.chunk_overlap_tokens,
+            )
+            if not chunks:
+                raise EmptyDocument("No text was found in this file.")
+            crypto: Crypto = rt.crypto
+            with rt.sessions() as session:
+                doc = session.get_one(Document, doc_id)
+                doc.state = EMBEDDING
+                doc.pages = parsed.pages
+                doc.mime_type = parsed.mime_type[:128]
+                doc.chunks_total = len(chunks)
+                doc.chunks_done = 0
+                if parsed.title:
+                    doc.title_ct = crypto.encrypt_text(docs.DOC_KEY, doc_id, "title", parsed.title)
+                session.commit()
+            self._progress(doc_id, EMBEDDING, 0, len(chunks))
+            batch = rt.settings.models.embed_batch_size
+            for start in range(0, len(chunks), batch):
+                part = chunks[start : start + batch]
+                vectors = embedder.embed([embed_text(c) for c in part])
+                with rt.sessions() as session:
+                    for c in part:
+                        place = f"chunk:{c.chunk_no}"
+                        session.add(
+                            Chunk(
+                                doc_id=doc_id,
+                                chunk_no=c.chunk_no,
+                                page=c.page,
+                                text_ct=crypto.encrypt_text(
+                                    docs.DOC_KEY, doc_id, place + ":text", c.text
+                                ),
+                                heading_ct=crypto.encrypt_text(
+                                    docs.DOC_KEY, doc_id, place + ":heading", c.heading
+                                )
+                                if c.heading
+                                else None,
+                            )
+                        )
+                    session.flush()
+                    index.upsert_hidden(
+                        [
+                            ChunkPoint(doc_id=doc_id, chunk_no=c.chunk_no, vector=v)
+                            for c, v in zip(part, vectors, strict=True)
+                        ]
+                    )
+                    session.execute(
+                        update(Document)
+                        .where(Document.id == doc_id)
+                        .values(chunks_done=start + len(part), updated_at=utcnow())
+                    )
+                    session.commit()
+                self._progress(doc_id, EMBEDDING, start + len(part), len(chunks))
+            index.flush()
+            self._publish(doc_id, len(chunks))
+        except IngestError as exc:
+            self._fail(doc_id, exc.code, exc.reason)
+        except ApplianceError as exc:
+            self._fail(doc_id, exc.code, exc.message)
+        except Exception as exc:
+            log.exception("ingesting %s failed", doc_id)
+            self._fail(
+                doc_id,
+                "internal_error",
+                f"Indexing failed ({type(exc).__name__}). The file is kept; an administrator "
+                "can retry it after checking the server log.",
+            )
+
+    def _publish(self, doc_id: str, n_chunks: int) -> None:
+        rt = self.rt
+        index = rt.index()
+        with rt.sessions() as session:
+            doc = session.get_one(Document, doc_id)
+            if doc.state != EMBEDDING:  # deleted meanwhile: leave it to the deletion path
+                return
+            principals = docs.doc_principals(session, doc_id)
+            index.publish(doc_id, principals)
+            doc.state = INDEXED
+            doc.indexed_at = utcnow()
+            doc.claimed_by = None
+            doc.error_code = doc.error_reason = None
+            audit.record(
+                session,
+                actor=SYSTEM_ACTOR,
+                action="document.indexed",
+                target=f"doc:{doc_id}",
+                details={"chunks": n_chunks, "pages": doc.pages},
+            )
+            session.commit()
+            # A grant changed between reading the principals and publishing: publish again.
+            latest = docs.doc_principals(session, doc_id)
+            if latest != principals:
+                index.publish(doc_id, latest)
+        self._progress(doc_id, INDEXED, n_chunks, n_chunks)
+
+    def _fail(self, doc_id: str, code: str, reason: str) -> None:
+        rt = self.rt
+        rt.index().delete_document(doc_id)
+        with rt.sessions() as session:
+            session.execute(delete(Chunk).where(Chunk.doc_id == doc_id))
+            doc = session.get(Document, doc_id)
+            if doc is not None and doc.state != DELETING:
+                doc.state = FAILED
+                doc.error_code = code[:32]
+                doc.error_reason = reason
+                doc.claimed_by = None
+                audit.record(
+                    session,
+                    actor=SYSTEM_ACTOR,
+                    action="document.ingest_failed",
+                    target=f"doc:{doc_id}",
+                    outcome="failed",
+                    details={"code": code},
+                )
+            session.commit()
+        self._progress(doc_id, FAILED, 0, 0)
+
+    def _progress(self, doc_id: str, state: str, done: int, total: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(doc_id, state, done, total)
+
+    def close(self) -> None:
+        """Stop the parser process."""
+        self.parser.close()

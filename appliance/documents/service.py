@@ -1,0 +1,179 @@
+"""Documents: submit for ingestion, grants as index principals, delete, list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from appliance.audit import service as audit
+from appliance.auth.tables import User, new_id
+from appliance.crypto.envelope import Crypto
+from appliance.documents.blobs import BlobStore
+from appliance.documents.tables import (
+    DELETING,
+    FAILED,
+    INDEXED,
+    QUEUED,
+    Chunk,
+    Document,
+    DocumentGrant,
+)
+from appliance.errors import InvalidInput, NotFound
+from ingest.index import VectorIndex
+
+DOC_KEY = "doc"  # key-store kind of a document's data key
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What `submit_file` did."""
+
+    document: Document
+    duplicate: bool
+
+
+def doc_principals(session: Session, doc_id: str) -> list[str]:
+    """The principals that may read a document (every grant level implies read)."""
+    return sorted(
+        session.execute(select(DocumentGrant.principal).where(DocumentGrant.doc_id == doc_id))
+        .scalars()
+        .all()
+    )
+
+
+def filename_of(crypto: Crypto, doc: Document) -> str:
+    """Decrypt a document's original filename."""
+    return crypto.decrypt_text(DOC_KEY, doc.id, "filename", doc.filename_ct)
+
+
+def title_of(crypto: Crypto, doc: Document) -> str | None:
+    """Decrypt a document's title, if it has one."""
+    if doc.title_ct is None:
+        return None
+    return crypto.decrypt_text(DOC_KEY, doc.id, "title", doc.title_ct)
+
+
+def submit_file(
+    *,
+    session: Session,
+    crypto: Crypto,
+    blobs: BlobStore,
+    path: Path,
+    filename: str,
+    owner: User,
+    grants: list[str],
+    classification: str,
+    max_bytes: int,
+    actor: str,
+) -> Submitted:
+    """Queue a file for ingestion: encrypt and store it, record grants, audit the upload.
+
+    A file over the size limit, or empty, is recorded as failed with a reason (nothing is
+    stored). The same content already submitted by the same owner is not stored twice.
+    """
+    if classification not in ("public", "internal", "confidential", "personal"):
+        raise InvalidInput("Classification is one of public, internal, confidential, personal.")
+    size = path.stat().st_size
+    content_mac = crypto.mac_file("document-content", path)
+    existing = session.execute(
+        select(Document).where(
+            Document.content_mac == content_mac,
+            Document.owner_id == owner.id,
+            Document.state.not_in((DELETING, FAILED)),
+        )
+    ).scalar_one_or_none()
+    if existing is not None:
+        audit.record(
+            session,
+            actor=actor,
+            action="document.upload",
+            target=f"doc:{existing.id}",
+            outcome="duplicate",
+        )
+        return Submitted(existing, True)
+
+    doc_id = new_id()
+    crypto.create_data_key(DOC_KEY, doc_id)
+    doc = Document(
+        id=doc_id,
+        owner_id=owner.id,
+        filename_ct=crypto.encrypt_text(DOC_KEY, doc_id, "filename", filename),
+        content_mac=content_mac,
+        size_bytes=size,
+        classification=classification,
+        state=QUEUED,
+    )
+    if size > max_bytes:
+        doc.state = FAILED
+        doc.error_code = "too_large"
+        doc.error_reason = (
+            f"The file is {size / 1048576:.1f} MiB, over the {max_bytes // 1048576} MiB limit. "
+            "Split it, or raise the setting ingest.max_upload_mb."
+        )
+    elif size == 0:
+        doc.state = FAILED
+        doc.error_code = "empty"
+        doc.error_reason = "The file is empty. Check that you picked the right file."
+    else:
+        blobs.put(doc_id, crypto.encrypt(DOC_KEY, doc_id, "blob", path.read_bytes()))
+    session.add(doc)
+    session.flush()
+    for principal in dict.fromkeys([owner.principal, *grants]):
+        level = "manage" if principal == owner.principal else "read"
+        session.add(DocumentGrant(doc_id=doc_id, principal=principal, level=level, granted_by=actor))
+    audit.record(
+        session,
+        actor=actor,
+        action="document.upload",
+        target=f"doc:{doc_id}",
+        outcome="ok" if doc.state == QUEUED else "failed",
+        details={"size": size, "grants": len(set(grants)), "classification": classification},
+    )
+    return Submitted(doc, False)
+
+
+def resolve_document(session: Session, crypto: Crypto, ref: str) -> Document:
+    """Find a document by id or by its unique filename."""
+    doc = session.get(Document, ref)
+    if doc is not None and doc.state != DELETING:
+        return doc
+    matches = [
+        d
+        for d in session.execute(select(Document).where(Document.state != DELETING)).scalars()
+        if filename_of(crypto, d) == ref
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise InvalidInput(f"Several documents are named {ref!r}; give the document id instead.")
+    raise NotFound(f"No document {ref!r}. List documents with `appliance docs list`.")
+
+
+def begin_delete(*, session: Session, index: VectorIndex, doc: Document, actor: str) -> None:
+    """First step of deletion: mark DELETING and hide the chunks from every search."""
+    doc.state = DELETING
+    audit.record(session, actor=actor, action="document.delete", target=f"doc:{doc.id}")
+    session.commit()
+    index.hide(doc.id)
+
+
+def finish_delete(
+    *, session: Session, index: VectorIndex, crypto: Crypto, blobs: BlobStore, doc_id: str
+) -> None:
+    """Second step (also run by recovery): shred the key, then remove points, blob, rows."""
+    crypto.delete_data_key(DOC_KEY, doc_id)
+    index.delete_document(doc_id)
+    blobs.delete(doc_id)
+    session.execute(delete(Chunk).where(Chunk.doc_id == doc_id))
+    session.execute(delete(DocumentGrant).where(DocumentGrant.doc_id == doc_id))
+    session.execute(delete(Document).where(Document.id == doc_id))
+    session.commit()
+
+
+def visible_document_ids(session: Session) -> set[str]:
+    """Ids of documents whose chunks may be visible in the index."""
+    return set(session.execute(select(Document.id).where(Document.state == INDEXED)).scalars())
+

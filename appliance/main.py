@@ -1,0 +1,113 @@
+"""create_app(settings): the web service, with the ingestion worker and jobs in its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from appliance import __version__
+from appliance.config import Settings
+from appliance.errors import ApplianceError
+from appliance.jobs.runner import JobRunner
+from appliance.runtime import Runtime, open_runtime
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+def create_app(
+    settings: Settings, *, runtime: Runtime | None = None, background: bool | None = None
+) -> FastAPI:
+    """Build the app; heavy objects are created once in the lifespan and kept on app.state."""
+    run_background = settings.server.workers_embedded if background is None else background
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = runtime or open_runtime(settings)
+        app.state.rt = rt
+        app.state.jobs = None
+        if run_background:
+            app.state.jobs = JobRunner(rt)
+            app.state.jobs.start()
+        try:
+            yield
+        finally:
+            if app.state.jobs is not None:
+                app.state.jobs.stop()
+            if runtime is None:
+                rt.close()
+
+    app = FastAPI(
+        title="Appliance",
+        version=__version__,
+        description="On-premises RAG assistant: local models, local index, per-document ACLs.",
+        lifespan=lifespan,
+        docs_url=None,  # Swagger UI would load scripts from a CDN; /openapi.json is served
+        redoc_url=None,
+    )
+    templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
+    app.mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static")
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.url.scheme == "https":
+            response.headers.setdefault(
+                "Strict-Transport-Security", "max-age=63072000; includeSubDomains"
+            )
+        return response
+
+    @app.exception_handler(ApplianceError)
+    async def appliance_error(_request: Request, exc: ApplianceError) -> JSONResponse:
+        return JSONResponse(
+            {"error": exc.code, "message": exc.message}, status_code=exc.status_code
+        )
+
+    @app.get("/healthz", tags=["health"])
+    def healthz(request: Request) -> dict[str, object]:
+        """Liveness and readiness: answers while models are busy; reveals no content."""
+        jobs: JobRunner | None = request.app.state.jobs
+        return {
+            "status": "ok",
+            "version": __version__,
+            "worker": "running" if jobs is not None and jobs.alive() else "off",
+        }
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index(request: Request) -> HTMLResponse:
+        jobs: JobRunner | None = request.app.state.jobs
+        status = {
+            "service": "ok",
+            "index_backend": settings.index.backend,
+            "worker": "running" if jobs is not None and jobs.alive() else "off",
+        }
+        return templates.TemplateResponse(
+            request, "index.html", {"status": status, "version": __version__}
+        )
+
+    return app
+

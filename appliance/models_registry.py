@@ -1,0 +1,8 @@
+"""Imports every table module so that Base.metadata knows all tables (for Alembic)."""
+
+from appliance.audit import tables as _audit  # noqa: F401
+from appliance.auth import tables as _auth  # noqa: F401
+from appliance.db import Base
+from appliance.documents import tables as _documents  # noqa: F401
+
+metadata = Base.metadata
