@@ -16,7 +16,7 @@ export TRANSFORMERS_OFFLINE := 1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run init test test-fast lint format bench e2e clean
+.PHONY: help setup run init env test test-fast lint format bench clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,12 @@ setup: $(STAMP) ## Create .venv and install everything (fast when done)
 
 init: setup ## Create data dir, key file, database and first admin under ./var (idempotent)
 	$(VENV)/bin/appliance init
+
+env: ## Print shell exports that point `appliance` at ./var: source <(make -s env)
+	@echo "export APPLIANCE_DATA_DIR=$(APPLIANCE_DATA_DIR)"
+	@echo "export APPLIANCE_KEY_FILE=$(APPLIANCE_KEY_FILE)"
+	@echo "export APPLIANCE_KEYSTORE_DIR=$(APPLIANCE_KEYSTORE_DIR)"
+	@echo "export PATH=$(CURDIR)/$(VENV)/bin:\$$PATH"
 
 run: init ## Set up and start the appliance on http://127.0.0.1:8000
 	$(VENV)/bin/appliance serve

@@ -265,7 +265,8 @@ def ingest_cmd(
             session.commit()
             if result.duplicate:
                 duplicates += 1
-            else:
+            if not result.duplicate or result.document.state == "queued":
+                # A queued duplicate was left by an interrupted run: process it now.
                 submitted[result.document.id] = f
     progress = Progress(
         TextColumn("{task.description}"),

@@ -1,0 +1,81 @@
+"""The web service: health, security headers, OpenAPI; and a real `appliance serve` process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from appliance.config import Settings
+from appliance.main import create_app
+from appliance.runtime import Runtime
+from tests.fixtures.app import instance_env
+
+
+def test_health_headers_and_no_external_assets(settings: Settings, runtime: Runtime) -> None:
+    app = create_app(settings, runtime=runtime, background=False)
+    with TestClient(app) as client:
+        r = client.get("/healthz")
+        assert r.status_code == 200
+        assert r.json()["status"] == "ok"
+        csp = r.headers["content-security-policy"]
+        assert "default-src 'self'" in csp
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["x-content-type-options"] == "nosniff"
+        page = client.get("/")
+        assert page.status_code == 200
+        assert "http://" not in page.text and "https://" not in page.text
+        assert client.get("/static/app.css").status_code == 200
+        schema = client.get("/openapi.json").json()
+        assert "/healthz" in schema["paths"]
+        assert client.get("/docs").status_code == 404  # Swagger UI would pull a CDN
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_serve_process_answers_and_runs_the_worker(tmp_path: Path) -> None:
+    root = tmp_path / "instance"
+    cfg = tmp_path / "appliance.toml"
+    port = _free_port()
+    cfg.write_text(f'[server]\nport = {port}\n')
+    env = {**os.environ, **instance_env(root), "APPLIANCE_CONFIG": str(cfg)}
+    init = subprocess.run(
+        [sys.executable, "-m", "appliance", "init"], env=env, capture_output=True, text=True
+    )
+    assert init.returncode == 0, init.stderr
+    assert "One-time password" in init.stdout
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        body = None
+        while time.monotonic() < deadline:
+            try:
+                body = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()
+                if body["worker"] == "running":
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert body is not None, "serve never answered"
+        assert body["worker"] == "running"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
