@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import inspect, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from appliance import migrate
@@ -75,9 +76,16 @@ def init(settings: Settings, *, admin_username: str = FIRST_ADMIN) -> InitReport
 
 def schema_is_current(settings: Settings) -> bool:
     """Whether `init` has run (the tables exist)."""
+    if settings.database_url.startswith("sqlite") and not settings.data_dir.is_dir():
+        return False
     engine = make_engine(settings.database_url)
     try:
         return inspect(engine).has_table("documents")
+    except OperationalError as exc:
+        raise UnsafeConfiguration(
+            f"Cannot open the database {engine.url.render_as_string(hide_password=True)}: "
+            f"{exc.orig}. Check database.url and that the server is reachable."
+        ) from exc
     finally:
         engine.dispose()
 

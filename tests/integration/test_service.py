@@ -78,4 +78,7 @@ def test_serve_process_answers_and_runs_the_worker(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out
+    # uvicorn re-raises SIGTERM after a graceful shutdown.
+    assert proc.returncode in (0, -15), out
+    assert "Application shutdown complete" in out
+    assert "Traceback" not in out
