@@ -16,11 +16,17 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def _distinct(pages: list[tuple[str, Sequence[str]]], n: int) -> list[tuple[str, Sequence[str]]]:
+    """The same prose with a per-file heading and sentence, so files are not duplicates."""
+    return [(f"{h} (file {n})", [*paras, f"This is file number {n}."]) for h, paras in pages]
 
 
 def build_corpus(root: Path, pdfs: int, pages_per_pdf: int) -> list[Path]:
@@ -35,12 +41,12 @@ def build_corpus(root: Path, pdfs: int, pages_per_pdf: int) -> list[Path]:
     )
 
     files = [
-        make_pdf(root / f"report-{i}.pdf", filler_pages(pages_per_pdf, seed=i)) for i in range(pdfs)
+        make_pdf(root / f"report-{i}.pdf", _distinct(filler_pages(pages_per_pdf), i)) for i in range(pdfs)
     ]
-    files.append(make_docx(root / "handbook.docx", filler_pages(3, seed=101)))
-    files.append(make_pptx(root / "deck.pptx", filler_pages(3, seed=102)))
-    files.append(make_markdown(root / "notes.md", filler_pages(3, seed=103)))
-    files.append(make_html(root / "page.html", filler_pages(3, seed=104)))
+    files.append(make_docx(root / "handbook.docx", _distinct(filler_pages(3), 101)))
+    files.append(make_pptx(root / "deck.pptx", _distinct(filler_pages(3), 102)))
+    files.append(make_markdown(root / "notes.md", _distinct(filler_pages(3), 103)))
+    files.append(make_html(root / "page.html", _distinct(filler_pages(3), 104)))
     return files
 
 

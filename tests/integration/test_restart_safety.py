@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,11 @@ from tests.fixtures.app import instance_env, make_settings
 from tests.fixtures.documents import filler_pages, make_pdf
 
 pytestmark = pytest.mark.slow
+
+
+def _distinct(pages: list[tuple[str, Sequence[str]]], n: int) -> list[tuple[str, Sequence[str]]]:
+    """The same prose with a per-file heading and sentence, so files are not duplicates."""
+    return [(f"{h} (file {n})", [*paras, f"This is file number {n}."]) for h, paras in pages]
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -50,7 +56,7 @@ def test_kill_during_ingestion_leaves_nothing_half_visible(tmp_path: Path) -> No
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(6):
-        make_pdf(corpus / f"report-{i}.pdf", filler_pages(4, seed=i))
+        make_pdf(corpus / f"report-{i}.pdf", _distinct(filler_pages(4), i))
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance", "ingest", str(corpus), "--grant", "everyone"],
         env=env,
