@@ -81,8 +81,12 @@ def init_cmd(
     """Create the data dir, key file, key store, database and first admin (idempotent)."""
     settings = _settings()
     report = init(settings, admin_username=admin)
-    out.print(f"data dir   {settings.data_dir}" + ("  (created)" if report.created_data_dir else ""))
-    out.print(f"key file   {settings.key_file}" + ("  (created)" if report.created_key_file else ""))
+    out.print(
+        f"data dir   {settings.data_dir}" + ("  (created)" if report.created_data_dir else "")
+    )
+    out.print(
+        f"key file   {settings.key_file}" + ("  (created)" if report.created_key_file else "")
+    )
     out.print(f"key store  {settings.keystore_path}")
     out.print(f"database   {masked_dump(settings)['effective']['database_url']}  (migrated)")
     if report.admin_password:
@@ -153,7 +157,8 @@ def models_list(
     ] = True,
 ) -> None:
     """Show bundled and registered models, and whether each file matches its sha256."""
-    from models.manifest import ModelRegistry, verify as verify_entry
+    from models.manifest import ModelRegistry
+    from models.manifest import verify as verify_entry
     from models.protocols import ModelError
 
     settings = _settings()
@@ -200,13 +205,16 @@ def models_add(
         from appliance.audit import service as audit
 
         audit.record(
-            session, actor=_operator(), action="model.register", target=f"model:{entry.name}",
+            session,
+            actor=_operator(),
+            action="model.register",
+            target=f"model:{entry.name}",
             details={"sha256": entry.sha256, "context_length": entry.context_length},
         )
         session.commit()
     out.print(
         f"Registered {entry.name} ({entry.context_length} tokens). "
-        f"Use it with models.chat_model = \"{entry.name}\" in the settings."
+        f'Use it with models.chat_model = "{entry.name}" in the settings.'
     )
 
 
@@ -308,9 +316,7 @@ def ingest_cmd(
         rows = session.execute(select(Document).where(Document.id.in_(submitted))).scalars().all()
         ok = [d for d in rows if d.state == "indexed"]
         bad = [d for d in rows if d.state == "failed"]
-        out.print(
-            f"{len(ok)} indexed, {len(bad)} failed, {duplicates} already present"
-        )
+        out.print(f"{len(ok)} indexed, {len(bad)} failed, {duplicates} already present")
         for d in bad:
             out.print(f"  [red]failed[/red] {submitted[d.id]}: {d.error_reason}")
     rt.close()
@@ -321,9 +327,7 @@ def ingest_cmd(
 def _walk(paths: list[Path]) -> Iterator[Path]:
     for p in paths:
         if p.is_dir():
-            yield from (
-                f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
-            )
+            yield from (f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
         elif p.is_file():
             yield p
         else:

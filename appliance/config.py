@@ -207,7 +207,7 @@ class Settings(BaseSettings):
 
 
 def config_path() -> Path | None:
-    """The TOML file to read: ``APPLIANCE_CONFIG``, else /etc/appliance/appliance.toml if present."""
+    """The TOML file: ``APPLIANCE_CONFIG``, else /etc/appliance/appliance.toml if present."""
     value = os.environ.get(CONFIG_ENV)
     if value:
         path = Path(value)

@@ -41,7 +41,8 @@ def build_corpus(root: Path, pdfs: int, pages_per_pdf: int) -> list[Path]:
     )
 
     files = [
-        make_pdf(root / f"report-{i}.pdf", _distinct(filler_pages(pages_per_pdf), i)) for i in range(pdfs)
+        make_pdf(root / f"report-{i}.pdf", _distinct(filler_pages(pages_per_pdf), i))
+        for i in range(pdfs)
     ]
     files.append(make_docx(root / "handbook.docx", _distinct(filler_pages(3), 101)))
     files.append(make_pptx(root / "deck.pptx", _distinct(filler_pages(3), 102)))
@@ -104,7 +105,9 @@ def main() -> None:
         t = time.perf_counter()
         for i, (cl, vs) in enumerate(zip(chunk_lists, vectors, strict=True)):
             doc_id = f"{i:032x}"
-            index.upsert_hidden([ChunkPoint(doc_id, c.chunk_no, v) for c, v in zip(cl, vs, strict=True)])
+            index.upsert_hidden(
+                [ChunkPoint(doc_id, c.chunk_no, v) for c, v in zip(cl, vs, strict=True)]
+            )
             index.publish(doc_id, ["everyone"])
         index.flush()
         index_s = time.perf_counter() - t

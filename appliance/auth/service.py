@@ -76,9 +76,7 @@ def resolve_principal(session: Session, text: str) -> str:
         if group is None:
             raise NotFound(f"No group named {name!r}.")
         return f"group:{group.id}"
-    raise InvalidInput(
-        f"{text!r} is not a principal. Write user:NAME, group:NAME or everyone."
-    )
+    raise InvalidInput(f"{text!r} is not a principal. Write user:NAME, group:NAME or everyone.")
 
 
 def describe_principal(session: Session, principal: str) -> str:

@@ -124,7 +124,9 @@ class Keyring:
                 "your vault; without it the encrypted data cannot be read."
             ) from exc
         if primary not in keys or any(len(k) != KEY_BYTES for k in keys.values()):
-            raise UnsafeConfiguration(f"The key file {path} is damaged. Restore it from your vault.")
+            raise UnsafeConfiguration(
+                f"The key file {path} is damaged. Restore it from your vault."
+            )
         return cls(primary=primary, keys=keys)
 
 

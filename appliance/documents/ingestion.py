@@ -245,7 +245,7 @@ class IngestionWorker:
         index = rt.index()
         with rt.sessions() as session:
             rows = session.execute(select(Document.id, Document.state)).all()
-            states = {doc_id: state for doc_id, state in rows}
+            states = dict(rows)
             for doc_id in sorted(index.document_ids()):
                 state = states.get(doc_id)
                 if state not in (INDEXED, PARSING, EMBEDDING, DELETING):

@@ -123,7 +123,9 @@ def submit_file(
     session.flush()
     for principal in dict.fromkeys([owner.principal, *grants]):
         level = "manage" if principal == owner.principal else "read"
-        session.add(DocumentGrant(doc_id=doc_id, principal=principal, level=level, granted_by=actor))
+        session.add(
+            DocumentGrant(doc_id=doc_id, principal=principal, level=level, granted_by=actor)
+        )
     audit.record(
         session,
         actor=actor,
@@ -176,4 +178,3 @@ def finish_delete(
 def visible_document_ids(session: Session) -> set[str]:
     """Ids of documents whose chunks may be visible in the index."""
     return set(session.execute(select(Document.id).where(Document.state == INDEXED)).scalars())
-

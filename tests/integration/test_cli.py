@@ -44,8 +44,10 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     cfg = tmp_path / "appliance.toml"
-    cfg.write_text('[index]\nbackend = "server"\nurl = "http://qdrant.internal:6333"\n'
-                   'api_key = "do-not-print-me"\n')
+    cfg.write_text(
+        '[index]\nbackend = "server"\nurl = "http://qdrant.internal:6333"\n'
+        'api_key = "do-not-print-me"\n'
+    )
     return {**os.environ, **instance_env(tmp_path / "i"), "APPLIANCE_CONFIG": str(cfg)}
 
 

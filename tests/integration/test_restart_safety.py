@@ -112,4 +112,3 @@ def test_kill_during_ingestion_leaves_nothing_half_visible(tmp_path: Path) -> No
     final = _states(db)
     assert set(final.values()) == {"indexed"}
     assert len(final) == 6
-

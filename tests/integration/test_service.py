@@ -31,7 +31,8 @@ def test_health_headers_and_no_external_assets(settings: Settings, runtime: Runt
         assert r.headers["x-content-type-options"] == "nosniff"
         page = client.get("/")
         assert page.status_code == 200
-        assert "http://" not in page.text and "https://" not in page.text
+        assert "http://" not in page.text
+        assert "https://" not in page.text
         assert client.get("/static/app.css").status_code == 200
         schema = client.get("/openapi.json").json()
         assert "/healthz" in schema["paths"]
@@ -49,7 +50,7 @@ def test_serve_process_answers_and_runs_the_worker(tmp_path: Path) -> None:
     root = tmp_path / "instance"
     cfg = tmp_path / "appliance.toml"
     port = _free_port()
-    cfg.write_text(f'[server]\nport = {port}\n')
+    cfg.write_text(f"[server]\nport = {port}\n")
     env = {**os.environ, **instance_env(root), "APPLIANCE_CONFIG": str(cfg)}
     init = subprocess.run(
         [sys.executable, "-m", "appliance", "init"], env=env, capture_output=True, text=True

@@ -17,8 +17,7 @@ def test_toml_file_then_environment_override(
 ) -> None:
     cfg = tmp_path / "appliance.toml"
     cfg.write_text(
-        f'data_dir = "{tmp_path / "data"}"\n'
-        "[server]\nport = 9001\n[ingest]\nmax_upload_mb = 5\n"
+        f'data_dir = "{tmp_path / "data"}"\n[server]\nport = 9001\n[ingest]\nmax_upload_mb = 5\n'
     )
     monkeypatch.setenv("APPLIANCE_CONFIG", str(cfg))
     s = get_settings()

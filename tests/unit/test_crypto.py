@@ -42,7 +42,9 @@ def test_round_trip_and_no_plaintext_at_rest(crypto: Crypto) -> None:
 
 @given(data=st.binary(max_size=512), place=st.text(min_size=1, max_size=20))
 @settings(max_examples=50, deadline=None)
-def test_round_trip_property(tmp_path_factory: pytest.TempPathFactory, data: bytes, place: str) -> None:
+def test_round_trip_property(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes, place: str
+) -> None:
     root = tmp_path_factory.mktemp("c")
     Keyring.generate().save(root / "kek")
     c = open_crypto(root / "kek", root / "keys")
