@@ -52,11 +52,16 @@ class BlobStore:
             return set()
         return {p.name for p in self.root.glob("*/*") if p.is_file() and not p.name.startswith(".")}
 
-    def remove_stale_temp(self) -> int:
-        """Delete temp files left by a crash mid-write."""
+    def mtime(self, doc_id: str) -> float:
+        """When a blob was written (seconds since the epoch)."""
+        return self._path(doc_id).stat().st_mtime
+
+    def remove_stale_temp(self, *, older_than: float) -> int:
+        """Delete temp files left by a crash mid-write (older than a cut-off time)."""
         count = 0
         if self.root.exists():
             for p in self.root.glob("*/.*.tmp"):
-                p.unlink(missing_ok=True)
-                count += 1
+                if p.stat().st_mtime < older_than:
+                    p.unlink(missing_ok=True)
+                    count += 1
         return count

@@ -18,6 +18,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -42,7 +43,7 @@ from appliance.documents.tables import (
     Chunk,
     Document,
 )
-from appliance.errors import ApplianceError, KeyMissing
+from appliance.errors import ApplianceError
 from appliance.runtime import Runtime
 from ingest.chunk import Chunk as TextChunk
 from ingest.chunk import chunk_elements
@@ -53,6 +54,7 @@ from ingest.parse import ParsedDocument, parse_file
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+ORPHAN_BLOB_GRACE_SECONDS = 3600  # an upload writes its blob just before its row
 SYSTEM_ACTOR = "system:ingest"
 ProgressFn = Callable[[str, str, int, int], None]  # doc_id, state, done, total
 
@@ -241,25 +243,34 @@ class IngestionWorker:
         return report
 
     def _remove_orphans(self, report: RecoveryReport) -> None:
+        # Runs beside a live worker (the periodic cleanup), so it only touches what no
+        # worker can be using: points of documents that are gone or FAILED (re-read just
+        # before deleting), chunk rows of FAILED documents, and blobs with no row that are
+        # older than any upload in flight.
         rt = self.rt
         index = rt.index()
         with rt.sessions() as session:
-            rows = session.execute(select(Document.id, Document.state)).all()
-            states = dict(rows)
             for doc_id in sorted(index.document_ids()):
-                state = states.get(doc_id)
-                if state not in (INDEXED, PARSING, EMBEDDING, DELETING):
+                state = session.execute(
+                    select(Document.state).where(Document.id == doc_id)
+                ).scalar_one_or_none()
+                if state is None or state == FAILED:
                     index.delete_document(doc_id)
                     report.orphan_points_removed.append(doc_id)
-            failed = [d for d, s in states.items() if s in (FAILED, QUEUED)]
-            if failed:
-                result = session.execute(delete(Chunk).where(Chunk.doc_id.in_(failed)))
-                report.orphan_chunk_rows_removed = int(result.rowcount or 0)  # type: ignore[attr-defined]
+            result = session.execute(
+                delete(Chunk).where(
+                    Chunk.doc_id.in_(select(Document.id).where(Document.state == FAILED))
+                )
+            )
+            report.orphan_chunk_rows_removed = int(result.rowcount or 0)  # type: ignore[attr-defined]
             session.commit()
-        for blob_id in rt.blobs.ids() - set(states):
-            rt.blobs.delete(blob_id)
-            report.orphan_blobs_removed += 1
-        rt.blobs.remove_stale_temp()
+            known = set(session.execute(select(Document.id)).scalars())
+        cutoff = time.time() - ORPHAN_BLOB_GRACE_SECONDS
+        for blob_id in rt.blobs.ids() - known:
+            if rt.blobs.mtime(blob_id) < cutoff:
+                rt.blobs.delete(blob_id)
+                report.orphan_blobs_removed += 1
+        rt.blobs.remove_stale_temp(older_than=cutoff)
 
     # -- the work loop --------------------------------------------------------------
 
@@ -302,7 +313,7 @@ class IngestionWorker:
                     fh.write(plain)
                 del plain
                 return _Pending(doc_id, self.parser.submit(path, filename), tmp_dir)
-            except (KeyMissing, FileNotFoundError) as exc:
+            except (ApplianceError, FileNotFoundError) as exc:
                 shutil.rmtree(tmp_dir, ignore_errors=True)
                 self._fail(doc_id, "missing", f"The stored file can no longer be read ({exc}).")
         return None

@@ -243,7 +243,19 @@ def test_recovery_resets_dead_work_finishes_deletions_and_removes_orphans(
     rt.index().upsert_hidden([ChunkPoint("f" * 32, 0, vec)])
     rt.index().publish("f" * 32, owner)
 
+    # Blobs without a row: an old one is an orphan, a fresh one may be an upload in flight.
+    import os
+    import time
+
+    rt.blobs.put("e" * 32, b"old")
+    old = time.time() - 7200
+    os.utime(rt.blobs._path("e" * 32), (old, old))
+    rt.blobs.put("d" * 32, b"in flight")
+
     report = _worker(rt).recover()
+    assert report.orphan_blobs_removed == 1
+    assert not rt.blobs.exists("e" * 32)
+    assert rt.blobs.exists("d" * 32)
     assert report.requeued == [interrupted]
     assert report.deletions_finished == [deleting]
     assert report.orphan_points_removed == ["f" * 32]
