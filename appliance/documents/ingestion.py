@@ -89,6 +89,26 @@ def _process_alive(claimed_by: str | None) -> bool:
 def _child_init() -> None:
     os.environ["DO_NOT_TRACK"] = "1"
     os.environ["HF_HUB_OFFLINE"] = "1"
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this parser process if its parent dies (even by SIGKILL).
+
+    The signal follows the thread that started the pool; the worker thread that owns the
+    Parser lives as long as the worker, and closes the pool itself when it stops.
+    """
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the pool's own EOF handling remains
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 class Parser:

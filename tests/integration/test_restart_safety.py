@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from appliance.runtime import open_runtime
@@ -75,8 +76,13 @@ def test_kill_during_ingestion_leaves_nothing_half_visible(tmp_path: Path) -> No
         else:
             pytest.fail("ingestion never reached the embedding state")
     finally:
+        children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    # The parser child process dies with its parent instead of lingering.
+    assert children, "the parser runs in a child process"
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
 
     settings = make_settings(root)
     before = _states(db)
