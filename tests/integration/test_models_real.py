@@ -176,7 +176,7 @@ def test_generator_cancel_from_another_thread(real_generator: LlamaCppGenerator)
         received.append(piece)
         if len(received) == 3:
             threading.Thread(target=cancel.set).start()
-    assert 3 <= len(received) <= 6
+    assert 3 <= len(received) <= 10
 
 
 def test_generator_honours_stop_sequences(real_generator: LlamaCppGenerator) -> None:
