@@ -6,4 +6,6 @@ pytest_plugins = [
     "tests.fixtures.documents",
     "tests.fixtures.models",
     "tests.fixtures.app",
+    "tests.fixtures.auth",
+    "tests.fixtures.chat",
 ]
