@@ -2,6 +2,7 @@
 
 from appliance.audit import tables as _audit  # noqa: F401
 from appliance.auth import tables as _auth  # noqa: F401
+from appliance.chat import tables as _chat  # noqa: F401
 from appliance.db import Base
 from appliance.documents import tables as _documents  # noqa: F401
 
