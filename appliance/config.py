@@ -116,11 +116,104 @@ class IngestSettings(_Section):
     )
 
 
+class ChatSettings(_Section):
+    """Questions and answers."""
+
+    top_k: int = Field(6, ge=1, le=50, description="Passages retrieved per question.")
+    min_score: float = Field(
+        0.2,
+        ge=-1,
+        le=1,
+        description="Cosine similarity below which a passage is not considered a match.",
+    )
+    answer_max_tokens: int = Field(
+        384, ge=16, le=4096, description="Longest answer, in model tokens."
+    )
+    temperature: float = Field(0.2, ge=0, le=2, description="Sampling temperature.")
+    history_turns: int = Field(
+        6, ge=0, le=50, description="Recent messages of the conversation given to the model."
+    )
+    generation_timeout_seconds: float = Field(
+        180, gt=0, description="An answer still generating after this long is cut off."
+    )
+    max_queued_per_user: int = Field(
+        3, ge=1, le=50, description="Questions one user may have waiting or running at once."
+    )
+
+
 class JobSettings(_Section):
     """Scheduled jobs run by the serve process."""
 
     cleanup_interval_seconds: int = Field(
         3600, ge=10, description="How often orphaned index points and temp files are removed."
+    )
+
+
+class AuthSettings(_Section):
+    """Sign-in, sessions, second factor, throttling and API tokens."""
+
+    session_idle_minutes: int = Field(
+        30, ge=1, description="A session ends after this many minutes without a request."
+    )
+    session_absolute_hours: int = Field(
+        12, ge=1, description="A session ends this many hours after sign-in, however active."
+    )
+    preauth_minutes: int = Field(
+        5,
+        ge=1,
+        le=60,
+        description=(
+            "Lifetime of the half-signed-in state (password accepted, second factor, enrolment "
+            "or password change pending); it grants nothing else."
+        ),
+    )
+    lockout_threshold: int = Field(
+        10,
+        ge=1,
+        description="Failed passwords, codes or recovery codes before an account is locked.",
+    )
+    lockout_minutes: int = Field(
+        15, ge=1, description="How long a locked account (or client address) stays locked."
+    )
+    backoff_after: int = Field(
+        3, ge=1, description="Failures after which each further attempt must wait (back-off)."
+    )
+    backoff_base_seconds: float = Field(
+        1.0, ge=0, description="First back-off delay; it doubles with each further failure."
+    )
+    backoff_max_seconds: float = Field(
+        60.0, ge=0, description="Longest back-off delay before the lockout takes over."
+    )
+    client_lockout_threshold: int = Field(
+        50,
+        ge=1,
+        description=(
+            "Failures from one client address (any accounts) before that address is locked."
+        ),
+    )
+    totp_drift_steps: int = Field(
+        1, ge=0, le=2, description="TOTP time steps (30 s each) accepted either side of now."
+    )
+    totp_issuer: str = Field(
+        "Appliance", min_length=1, description="Issuer name shown in authenticator apps."
+    )
+    api_token_max_days: int = Field(
+        90, ge=1, le=366, description="Longest lifetime of a personal API token, in days."
+    )
+    cookie_secure: bool = Field(
+        True,
+        description=(
+            "Mark cookies Secure and use the __Host- prefix. Turn off only for plain-HTTP "
+            "development; browsers then drop the prefix too."
+        ),
+    )
+    public_origin: str | None = Field(
+        None,
+        description=(
+            "The origin browsers use, e.g. https://appliance.corp.example. Empty means the "
+            "origin of each request (scheme and Host, as the reverse proxy forwards them). "
+            "State-changing requests from any other Origin are refused."
+        ),
     )
 
 
@@ -154,6 +247,8 @@ class Settings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings)  # type: ignore[arg-type]
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
     jobs: JobSettings = Field(default_factory=JobSettings)  # type: ignore[arg-type]
+    auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
+    chat: ChatSettings = Field(default_factory=ChatSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from appliance.chat.queue import FairScheduler
 from appliance.config import Settings, check_safety
 from appliance.crypto.envelope import Crypto, open_crypto
 from appliance.db import make_engine, make_session_factory
@@ -41,6 +42,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     crypto: Crypto
     blobs: BlobStore
+    scheduler: FairScheduler
     _index: VectorIndex | None = None
     _embedder: Embedder | None = None
     _generator: Generator | None = None
@@ -141,6 +143,7 @@ def open_runtime(
         sessions=make_session_factory(engine),
         crypto=open_crypto(settings.key_file, settings.keystore_path),
         blobs=BlobStore(settings.blob_dir),
+        scheduler=FairScheduler(max_queued_per_user=settings.chat.max_queued_per_user),
         _index=index,
         _embedder=embedder,
         _generator=generator,

@@ -33,9 +33,7 @@ class Message(Base):
     __table_args__ = (Index("ix_messages_conversation", "conversation_id", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
-    conversation_id: Mapped[str] = mapped_column(
-        ForeignKey("conversations.id", ondelete="CASCADE")
-    )
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
     role: Mapped[str] = mapped_column(String(16))  # "user" | "assistant"
     content_ct: Mapped[bytes] = mapped_column(LargeBinary)
     sources_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)

@@ -27,6 +27,8 @@ COMMANDS = [
     ["audit", "verify"],
     ["jobs"],
     ["jobs", "run"],
+    ["search"],
+    ["ask"],
 ]
 
 

@@ -15,38 +15,13 @@ from sqlalchemy import select, update
 
 from appliance.audit import service as audit
 from appliance.auth import service as users
-from appliance.auth.tables import Group, GroupMember
 from appliance.documents import service as docs
-from appliance.documents.ingestion import IngestionWorker, Parser
 from appliance.documents.tables import Chunk, Document
 from appliance.runtime import Runtime
 from ingest.index import ChunkPoint
+from tests.fixtures.app import add_user, inline_worker, submit
 
 MARKER = "Zebrafish-Quokka-7731"
-
-
-def _worker(rt: Runtime, **kw: object) -> IngestionWorker:
-    parser = Parser(max_bytes=rt.settings.max_upload_bytes, ocr=False, isolated=False)
-    return IngestionWorker(rt, parser=parser, **kw)  # type: ignore[arg-type]
-
-
-def _submit(rt: Runtime, path: Path, *, owner: str = "admin", grants: tuple[str, ...] = ()) -> str:
-    with rt.sessions() as s:
-        user = users.get_user_by_name(s, owner)
-        result = docs.submit_file(
-            session=s,
-            crypto=rt.crypto,
-            blobs=rt.blobs,
-            path=path,
-            filename=path.name,
-            owner=user,
-            grants=[users.resolve_principal(s, g) for g in grants],
-            classification="internal",
-            max_bytes=rt.settings.max_upload_bytes,
-            actor="operator:test",
-        )
-        s.commit()
-        return result.document.id
 
 
 def _principals(rt: Runtime, username: str) -> list[str]:
@@ -57,19 +32,6 @@ def _principals(rt: Runtime, username: str) -> list[str]:
 def _visible_docs(rt: Runtime, principals: list[str], query: str = "policy") -> set[str]:
     vec = rt.embedder().embed([query])[0]
     return {h.doc_id for h in rt.index().search(vec, principals, k=100)}
-
-
-def _add_user(rt: Runtime, name: str, group: str | None = None) -> None:
-    with rt.sessions() as s:
-        user, _ = users.create_user(s, username=name, actor="operator:test")
-        if group:
-            g = s.execute(select(Group).where(Group.name == group)).scalar_one_or_none()
-            if g is None:
-                g = Group(name=group)
-                s.add(g)
-                s.flush()
-            s.add(GroupMember(group_id=g.id, user_id=user.id))
-        s.commit()
 
 
 def _write_policy(tmp_path: Path, name: str = "policy.md") -> Path:
@@ -84,11 +46,11 @@ def _write_policy(tmp_path: Path, name: str = "policy.md") -> Path:
 
 def test_ingest_indexes_encrypts_and_filters_by_acl(runtime: Runtime, tmp_path: Path) -> None:
     rt = runtime
-    _add_user(rt, "hannah", group="hr")
-    _add_user(rt, "oscar")
-    doc_id = _submit(rt, _write_policy(tmp_path), grants=("group:hr",))
+    add_user(rt, "hannah", group="hr")
+    add_user(rt, "oscar")
+    doc_id = submit(rt, _write_policy(tmp_path), grants=("group:hr",))
     events: list[tuple[str, str, int, int]] = []
-    worker = _worker(rt, on_progress=lambda *e: events.append(e))
+    worker = inline_worker(rt, on_progress=lambda *e: events.append(e))
     assert worker.run_until_idle() == 1
 
     with rt.sessions() as s:
@@ -133,7 +95,7 @@ def test_chunks_stay_invisible_until_the_whole_document_is_published(
     )
     path = tmp_path / "long.md"
     path.write_text(text)
-    doc_id = _submit(rt, path, grants=("everyone",))
+    doc_id = submit(rt, path, grants=("everyone",))
     owner = _principals(rt, "admin")
     seen_partial = []
 
@@ -143,7 +105,7 @@ def test_chunks_stay_invisible_until_the_whole_document_is_published(
             assert rt.index().count(d) == done  # written...
             assert d not in _visible_docs(rt, owner)  # ...but hidden
 
-    _worker(rt, on_progress=check).run_until_idle()
+    inline_worker(rt, on_progress=check).run_until_idle()
     assert seen_partial, "the document should have several chunks"
     assert doc_id in _visible_docs(rt, owner)
 
@@ -163,9 +125,9 @@ def test_bad_files_fail_with_reasons_and_the_worker_carries_on(
     for name, data in files.items():
         p = tmp_path / name
         p.write_bytes(data)
-        ids[name] = _submit(rt, p)
-    good = _submit(rt, _write_policy(tmp_path))
-    _worker(rt).run_until_idle()
+        ids[name] = submit(rt, p)
+    good = submit(rt, _write_policy(tmp_path))
+    inline_worker(rt).run_until_idle()
     with rt.sessions() as s:
         got = {name: s.get_one(Document, i) for name, i in ids.items()}
         assert s.get_one(Document, good).state == "indexed"
@@ -182,8 +144,8 @@ def test_bad_files_fail_with_reasons_and_the_worker_carries_on(
 
 def test_same_content_is_detected_as_duplicate(runtime: Runtime, tmp_path: Path) -> None:
     rt = runtime
-    first = _submit(rt, _write_policy(tmp_path, "a.md"))
-    second = _submit(rt, _write_policy(tmp_path, "b.md"))
+    first = submit(rt, _write_policy(tmp_path, "a.md"))
+    second = submit(rt, _write_policy(tmp_path, "b.md"))
     assert first == second
     with rt.sessions() as s:
         macs = s.execute(select(Document.content_mac)).scalars().all()
@@ -194,8 +156,8 @@ def test_same_content_is_detected_as_duplicate(runtime: Runtime, tmp_path: Path)
 
 def test_delete_hides_then_shreds_and_removes_everything(runtime: Runtime, tmp_path: Path) -> None:
     rt = runtime
-    doc_id = _submit(rt, _write_policy(tmp_path), grants=("everyone",))
-    _worker(rt).run_until_idle()
+    doc_id = submit(rt, _write_policy(tmp_path), grants=("everyone",))
+    inline_worker(rt).run_until_idle()
     owner = _principals(rt, "admin")
     assert doc_id in _visible_docs(rt, owner)
     with rt.sessions() as s:
@@ -221,12 +183,12 @@ def test_recovery_resets_dead_work_finishes_deletions_and_removes_orphans(
 
     rt = runtime
     owner = _principals(rt, "admin")
-    live = _submit(rt, _write_policy(tmp_path, "live.md"), grants=("everyone",))
+    live = submit(rt, _write_policy(tmp_path, "live.md"), grants=("everyone",))
     (tmp_path / "cut.md").write_text("# Parking\n\nA different policy about parking spaces.\n")
-    interrupted = _submit(rt, tmp_path / "cut.md")
+    interrupted = submit(rt, tmp_path / "cut.md")
     (tmp_path / "del.md").write_text("# Canteen\n\nLunch is served from noon.\n")
-    deleting = _submit(rt, tmp_path / "del.md")
-    _worker(rt).run_until_idle(only={live})
+    deleting = submit(rt, tmp_path / "del.md")
+    inline_worker(rt).run_until_idle(only={live})
     vec = np.ones(384, dtype=np.float32) / np.sqrt(384)
     # A run that died while embedding: hidden points written, state EMBEDDING, process gone.
     with rt.sessions() as s:
@@ -252,7 +214,7 @@ def test_recovery_resets_dead_work_finishes_deletions_and_removes_orphans(
     os.utime(rt.blobs._path("e" * 32), (old, old))
     rt.blobs.put("d" * 32, b"in flight")
 
-    report = _worker(rt).recover()
+    report = inline_worker(rt).recover()
     assert report.orphan_blobs_removed == 1
     assert not rt.blobs.exists("e" * 32)
     assert rt.blobs.exists("d" * 32)
@@ -261,9 +223,9 @@ def test_recovery_resets_dead_work_finishes_deletions_and_removes_orphans(
     assert report.orphan_points_removed == ["f" * 32]
     assert rt.index().document_ids() == {live}
     assert not rt.blobs.exists(deleting)
-    assert _worker(rt).recover().requeued == []  # idempotent
+    assert inline_worker(rt).recover().requeued == []  # idempotent
 
-    _worker(rt).run_until_idle()
+    inline_worker(rt).run_until_idle()
     with rt.sessions() as s:
         assert s.get_one(Document, interrupted).state == "indexed"
         assert audit.verify(s).ok
@@ -275,7 +237,7 @@ def test_work_of_a_live_process_is_left_alone(runtime: Runtime, tmp_path: Path) 
     import socket
 
     rt = runtime
-    doc_id = _submit(rt, _write_policy(tmp_path))
+    doc_id = submit(rt, _write_policy(tmp_path))
     with rt.sessions() as s:
         s.execute(
             update(Document)
@@ -283,6 +245,6 @@ def test_work_of_a_live_process_is_left_alone(runtime: Runtime, tmp_path: Path) 
             .values(state="parsing", claimed_by=f"{socket.gethostname()}:{os.getppid()}")
         )
         s.commit()
-    assert _worker(rt).recover().requeued == []
+    assert inline_worker(rt).recover().requeued == []
     with rt.sessions() as s:
         assert s.get_one(Document, doc_id).state == "parsing"

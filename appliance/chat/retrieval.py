@@ -1,0 +1,121 @@
+"""Retrieval for one user: ACL-filtered vector search, then a database re-check, then decryption.
+
+DESIGN invariant 1: the search itself filters on the caller's principals, and a chunk's
+text is used only after the database confirms, in this request, that its document is
+indexed (live) and still granted to one of those principals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from appliance.auth import service as users
+from appliance.auth.tables import User
+from appliance.documents import service as docs
+from appliance.documents.tables import INDEXED, Chunk, Document, DocumentGrant
+from appliance.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Source:
+    """A retrieved passage the user may read, ranked from 1."""
+
+    rank: int
+    doc_id: str
+    chunk_no: int
+    filename: str
+    title: str | None
+    page: int | None
+    heading: str | None
+    text: str
+    score: float
+
+    def public(self, snippet_chars: int = 300) -> dict[str, object]:
+        """What the API shows of it: no scores' internals, a bounded snippet."""
+        data = asdict(self)
+        data["snippet"] = self.text[:snippet_chars]
+        del data["text"]
+        return data
+
+
+def readable_document_ids(session: Session, doc_ids: set[str], principals: list[str]) -> set[str]:
+    """Of these documents, the ones indexed and granted to any of the principals (fresh)."""
+    if not doc_ids or not principals:
+        return set()
+    rows = session.execute(
+        select(Document.id)
+        .join(DocumentGrant, DocumentGrant.doc_id == Document.id)
+        .where(
+            Document.id.in_(doc_ids),
+            Document.state == INDEXED,
+            DocumentGrant.principal.in_(principals),
+        )
+        .distinct()
+    ).scalars()
+    return set(rows)
+
+
+def retrieve(
+    *,
+    rt: Runtime,
+    session: Session,
+    user: User,
+    query: str,
+    k: int,
+    min_score: float,
+) -> list[Source]:
+    """The top-k passages this user may read, best first (empty when nothing matches)."""
+    principals = users.principals_for(session, user)
+    if not principals or not query.strip():
+        return []
+    vector = rt.embedder().embed([query])[0]
+    # Ask for a few more than k: the database re-check may drop hits whose document was
+    # revoked or deleted since the index was last updated.
+    hits = [h for h in rt.index().search(vector, principals, k=k + 5) if h.score >= min_score]
+    allowed = readable_document_ids(session, {h.doc_id for h in hits}, principals)
+    hits = [h for h in hits if h.doc_id in allowed][:k]
+    if not hits:
+        return []
+    wanted = {(h.doc_id, h.chunk_no) for h in hits}
+    rows = session.execute(
+        select(Chunk).where(
+            Chunk.doc_id.in_({d for d, _ in wanted}),
+            Chunk.chunk_no.in_({c for _, c in wanted}),
+        )
+    ).scalars()
+    chunks = {(c.doc_id, c.chunk_no): c for c in rows if (c.doc_id, c.chunk_no) in wanted}
+    documents = {
+        d.id: d
+        for d in session.execute(
+            select(Document).where(Document.id.in_({h.doc_id for h in hits}))
+        ).scalars()
+    }
+    crypto = rt.crypto
+    sources: list[Source] = []
+    for hit in hits:
+        chunk = chunks.get((hit.doc_id, hit.chunk_no))
+        doc = documents.get(hit.doc_id)
+        if chunk is None or doc is None:
+            continue
+        place = f"chunk:{chunk.chunk_no}"
+        sources.append(
+            Source(
+                rank=len(sources) + 1,
+                doc_id=doc.id,
+                chunk_no=chunk.chunk_no,
+                filename=docs.filename_of(crypto, doc),
+                title=docs.title_of(crypto, doc),
+                page=chunk.page,
+                heading=crypto.decrypt_text(
+                    docs.DOC_KEY, doc.id, place + ":heading", chunk.heading_ct
+                )
+                if chunk.heading_ct
+                else None,
+                text=crypto.decrypt_text(docs.DOC_KEY, doc.id, place + ":text", chunk.text_ct),
+                score=round(hit.score, 4),
+            )
+        )
+    return sources
