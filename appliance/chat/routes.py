@@ -1,0 +1,136 @@
+"""HTTP routes: ask a question (Server-Sent Events) and manage one's conversations."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from appliance.chat import pipeline
+from appliance.deps import CurrentUser, RuntimeDep, SessionDep, client_address, protected_router
+
+router = protected_router(prefix="/api", tags=["chat"])
+
+
+class ChatIn(BaseModel):
+    """A question, optionally continuing a conversation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=pipeline.MAX_QUESTION_CHARS)
+    conversation_id: str | None = Field(None, max_length=32)
+
+
+class RenameIn(BaseModel):
+    """A new conversation title."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=200)
+
+
+SSE_DOC = {
+    200: {
+        "description": (
+            "A stream of Server-Sent Events: `conversation` {id}; `queue` {position} while "
+            "waiting for the model; `token` {text} pieces of the answer; `sources` {sources} "
+            "the passages the answer cites; `done` {conversation, timings, stopped}; "
+            "`error` {error, message} if the answer failed after it started."
+        ),
+        "content": {"text/event-stream": {}},
+    }
+}
+
+
+def _drain(events: Iterator[pipeline.Event]) -> None:
+    """Let a cancelled answer finish in the background so it is stored and audited."""
+    for _ in events:
+        pass
+
+
+@router.post("/chat", responses=SSE_DOC, response_class=StreamingResponse)
+async def chat(
+    body: ChatIn, request: Request, user: CurrentUser, rt: RuntimeDep
+) -> StreamingResponse:
+    """Ask a question about the documents you may read; the answer streams as it is written.
+
+    Only passages from documents you may read are retrieved and cited. When none matches,
+    the answer says so without consulting the model. Closing the connection stops the
+    answer. Requests wait their turn for the shared model; `queue` events tell the place.
+    """
+    cancel = threading.Event()
+    events = pipeline.answer(
+        rt=rt,
+        scheduler=rt.scheduler,
+        user_id=user.id,
+        question=body.question,
+        conversation_id=body.conversation_id,
+        cancel=cancel,
+        client=client_address(request),
+    )
+    # The first step (validation, the conversation check, retrieval) runs before any byte
+    # is sent, so its errors are ordinary HTTP errors rather than stream events.
+    first = await run_in_threadpool(next, events)
+
+    async def stream() -> AsyncIterator[str]:
+        finished = False
+        try:
+            yield first.sse()
+            while True:
+                event = await run_in_threadpool(next, events, None)
+                if event is None:
+                    finished = True
+                    return
+                yield event.sse()
+        except Exception as exc:  # the stream has started: report in-band, then end
+            finished = True
+            code = getattr(exc, "code", "error")
+            message = getattr(exc, "message", "The answer failed. Try again in a moment.")
+            yield pipeline.Event("error", {"error": code, "message": message}).sse()
+        finally:
+            if not finished:  # the client went away: stop generating, keep the record
+                cancel.set()
+                threading.Thread(target=_drain, args=(events,), daemon=True).start()
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/conversations")
+def conversations(user: CurrentUser, rt: RuntimeDep, session: SessionDep) -> list[dict[str, Any]]:
+    """Your conversations, newest first."""
+    return pipeline.list_conversations(rt, session, user)
+
+
+@router.get("/conversations/{conversation_id}")
+def conversation(
+    conversation_id: str, user: CurrentUser, rt: RuntimeDep, session: SessionDep
+) -> dict[str, Any]:
+    """One of your conversations. Sources you can no longer read show as 'no longer available'."""
+    return pipeline.show_conversation(rt, session, user, conversation_id)
+
+
+@router.patch("/conversations/{conversation_id}", status_code=204)
+def rename(
+    conversation_id: str, body: RenameIn, user: CurrentUser, rt: RuntimeDep, session: SessionDep
+) -> Response:
+    """Rename one of your conversations."""
+    pipeline.rename_conversation(rt, session, user, conversation_id, body.title)
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.delete("/conversations/{conversation_id}", status_code=204)
+def remove(conversation_id: str, user: CurrentUser, session: SessionDep) -> Response:
+    """Delete one of your conversations and its messages."""
+    pipeline.delete_conversation(session, user, conversation_id)
+    session.commit()
+    return Response(status_code=204)
