@@ -68,6 +68,7 @@ bench: setup ## Benchmarks (JSON on stdout; not tests)
 	$(PY) bench/retrieval.py --chunks 10000
 	$(PY) bench/retrieval.py --chunks 100000
 	$(PY) bench/ingest.py
+	$(PY) bench/generate.py
 
 clean: ## Remove the virtualenv (keeps ./var, your data)
 	rm -rf $(VENV)
