@@ -149,6 +149,7 @@ def answer(
         raise InvalidInput("Ask a question: the text is empty.")
     if len(question) > MAX_QUESTION_CHARS:
         raise InvalidInput(f"A question has at most {MAX_QUESTION_CHARS} characters.")
+    scheduler.check_capacity(user_id)  # refuse before storing anything
     t0 = time.perf_counter()
     with rt.sessions() as session:
         user = active_user(session, user_id)

@@ -41,16 +41,24 @@ class FairScheduler:
         self._running: Ticket | None = None
         self._numbers = itertools.count(1)
 
+    def _check(self, user_id: str) -> None:
+        queued = len(self._waiting.get(user_id, ()))
+        running = 1 if self._running is not None and self._running.user_id == user_id else 0
+        if queued + running >= self.max_queued_per_user:
+            raise QueueFull(
+                f"You already have {queued + running} questions in progress. "
+                "Wait for an answer, then ask again."
+            )
+
+    def check_capacity(self, user_id: str) -> None:
+        """Raise QueueFull now if this user could not join (before any work is done)."""
+        with self._cond:
+            self._check(user_id)
+
     def enter(self, user_id: str) -> Ticket:
         """Join the queue, or QueueFull when this user has too many requests already."""
         with self._cond:
-            queued = len(self._waiting.get(user_id, ()))
-            running = 1 if self._running is not None and self._running.user_id == user_id else 0
-            if queued + running >= self.max_queued_per_user:
-                raise QueueFull(
-                    f"You already have {queued + running} questions in progress. "
-                    "Wait for an answer, then ask again."
-                )
+            self._check(user_id)
             ticket = Ticket(user_id, next(self._numbers))
             self._waiting.setdefault(user_id, deque()).append(ticket)
             self._promote()

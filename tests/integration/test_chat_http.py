@@ -137,3 +137,19 @@ def test_health_answers_while_the_model_is_busy(
     assert time.perf_counter() - started < 1.0
     assert not done.is_set()  # the answer was still being generated
     t.join(30)
+
+
+def test_too_many_questions_at_once_is_429(
+    app: FastAPI, client: TestClient, runtime: Runtime
+) -> None:
+    from appliance.auth import service as users
+
+    as_user(app, runtime, "alice")
+    with runtime.sessions() as s:
+        uid = users.get_user_by_name(s, "alice").id
+    held = [runtime.scheduler.enter(uid) for _ in range(runtime.settings.chat.max_queued_per_user)]
+    r = client.post("/api/chat", json={"question": "flights?"})
+    assert r.status_code == 429
+    assert "Wait for an answer" in r.json()["message"]
+    for t in held:
+        runtime.scheduler.leave(t)

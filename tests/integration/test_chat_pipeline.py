@@ -226,3 +226,28 @@ def test_injected_documents_stay_quoted_data(
     assert "![" not in _text(events)
     assert "[99]" not in _text(events)
     assert "BLUEHERON" not in delivered
+
+
+def test_generation_timeout_cuts_the_answer_off(chat_rt: Runtime) -> None:
+    chat_rt._generator = FakeGenerator("slow " * 100, delay=0.05)
+    chat_rt.settings.chat.generation_timeout_seconds = 0.5
+    events = _ask(chat_rt, "alice", "How do I book flights?")
+    assert events[-1].data["stopped"] is True
+    assert "took too long" in _text(events)
+    assert len(_text(events).split()) < 60
+    assert chat_rt.scheduler.snapshot() == {"running": 0, "waiting": 0}
+
+
+def test_queue_full_is_a_clear_error(chat_rt: Runtime) -> None:
+    from appliance.chat.queue import QueueFull
+
+    chat_rt._generator = FakeGenerator("ok [1]")
+    from appliance.auth import service as users
+
+    with chat_rt.sessions() as s:
+        uid = users.get_user_by_name(s, "alice").id
+    held = [chat_rt.scheduler.enter(uid) for _ in range(chat_rt.settings.chat.max_queued_per_user)]
+    with pytest.raises(QueueFull, match="Wait for an answer"):
+        _ask(chat_rt, "alice", "How do I book flights?")
+    for t in held:
+        chat_rt.scheduler.leave(t)
