@@ -34,7 +34,7 @@ class RenameIn(BaseModel):
     title: str = Field(min_length=1, max_length=200)
 
 
-SSE_DOC = {
+SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": (
             "A stream of Server-Sent Events: `conversation` {id}; `queue` {position} while "
