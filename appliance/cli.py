@@ -41,6 +41,13 @@ app.add_typer(models_app, name="models")
 app.add_typer(docs_app, name="docs")
 app.add_typer(audit_app, name="audit")
 app.add_typer(jobs_app, name="jobs")
+users_app = typer.Typer(
+    help="Manage accounts: create, disable, reset passwords and second factors, unlock.",
+    no_args_is_help=True,
+)
+groups_app = typer.Typer(help="Manage groups and their members.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(groups_app, name="groups")
 
 out = Console()
 err = Console(stderr=True)
@@ -516,6 +523,226 @@ def jobs_run(
             }
         )
     )
+
+
+@users_app.command("create")
+def users_create(
+    name: Annotated[str, typer.Argument(help="Username (1-64 characters, no ':').")],
+    admin: Annotated[bool, typer.Option("--admin", help="Give the admin role.")] = False,
+) -> None:
+    """Create an account and print its one-time password (changed at first sign-in)."""
+    from appliance.auth import service as users
+
+    rt = _runtime()
+    with rt.sessions() as session:
+        user, password = users.create_user(
+            session, username=name, role="admin" if admin else "user", actor=_operator()
+        )
+        session.commit()
+    rt.close()
+    out.print(
+        f"Created [bold]{user.username}[/bold] ({user.role}). One-time password: "
+        f"[bold]{password}[/bold]\nIt is shown once; the person changes it and enrols an "
+        "authenticator app at first sign-in."
+    )
+
+
+@users_app.command("list")
+def users_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """List accounts with role, state, second factor and lockout."""
+    from appliance.auth import service as users
+    from appliance.auth import throttle
+    from appliance.db import utcnow
+
+    rt = _runtime()
+    with rt.sessions() as session:
+        table = Table("username", "role", "active", "totp", "must change password", "locked until")
+        for u in users.list_users(session):
+            locked = throttle.account_locked_until(session, username=u.username, now=utcnow())
+            item = {
+                "id": u.id,
+                "username": u.username,
+                "role": u.role,
+                "active": u.is_active,
+                "totp_enrolled": u.totp_enrolled,
+                "must_change_password": u.must_change_password,
+                "locked_until": locked.isoformat() if locked else None,
+            }
+            if as_json:
+                sys.stdout.write(json.dumps(item) + "\n")
+            else:
+                table.add_row(
+                    u.username,
+                    u.role,
+                    "yes" if u.is_active else "[red]no[/red]",
+                    "enrolled" if u.totp_enrolled else "not yet",
+                    "yes" if u.must_change_password else "",
+                    locked.isoformat() if locked else "",
+                )
+    rt.close()
+    if not as_json:
+        out.print(table)
+
+
+def _user_action(name: str, action: str) -> str | None:
+    from appliance.auth import service as users
+    from appliance.db import utcnow
+
+    rt = _runtime()
+    result: str | None = None
+    with rt.sessions() as session:
+        user = users.get_user_by_name(session, name)
+        now, actor = utcnow(), _operator()
+        if action == "disable":
+            users.set_active(session, user_id=user.id, active=False, actor=actor, now=now)
+        elif action == "enable":
+            users.set_active(session, user_id=user.id, active=True, actor=actor, now=now)
+        elif action == "reset-password":
+            result = users.reset_password(session, user_id=user.id, actor=actor, now=now)
+        elif action == "reset-totp":
+            users.reset_totp(session, user_id=user.id, actor=actor, now=now)
+        elif action == "unlock":
+            users.unlock(session, user_id=user.id, actor=actor)
+        elif action == "delete":
+            users.delete_user(session, user_id=user.id, actor=actor)
+        session.commit()
+    rt.close()
+    return result
+
+
+@users_app.command("disable")
+def users_disable(name: Annotated[str, typer.Argument(help="Username.")]) -> None:
+    """Disable an account; its sessions and API tokens end at once."""
+    _user_action(name, "disable")
+    out.print(f"Disabled {name}; its sessions and API tokens ended.")
+
+
+@users_app.command("enable")
+def users_enable(name: Annotated[str, typer.Argument(help="Username.")]) -> None:
+    """Enable a disabled account."""
+    _user_action(name, "enable")
+    out.print(f"Enabled {name}.")
+
+
+@users_app.command("reset-password")
+def users_reset_password(name: Annotated[str, typer.Argument(help="Username.")]) -> None:
+    """Print a new one-time password; the account's sessions and API tokens end."""
+    password = _user_action(name, "reset-password")
+    out.print(
+        f"New one-time password for {name}: [bold]{password}[/bold]\n"
+        "It is shown once and must be changed at the next sign-in."
+    )
+
+
+@users_app.command("reset-totp")
+def users_reset_totp(name: Annotated[str, typer.Argument(help="Username.")]) -> None:
+    """Forget the account's authenticator and recovery codes; it enrols again at sign-in."""
+    _user_action(name, "reset-totp")
+    out.print(f"Second factor of {name} reset; they enrol a new one at the next sign-in.")
+
+
+@users_app.command("unlock")
+def users_unlock(name: Annotated[str, typer.Argument(help="Username.")]) -> None:
+    """Lift the account's sign-in lockout."""
+    _user_action(name, "unlock")
+    out.print(f"Unlocked {name}.")
+
+
+@users_app.command("delete")
+def users_delete(
+    name: Annotated[str, typer.Argument(help="Username.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete an account (not the last admin, nor one that owns documents)."""
+    if not yes:
+        typer.confirm(f"Delete the account {name}?", abort=True)
+    _user_action(name, "delete")
+    out.print(f"Deleted {name}.")
+
+
+@groups_app.command("create")
+def groups_create(name: Annotated[str, typer.Argument(help="Group name.")]) -> None:
+    """Create a group."""
+    from appliance.auth import service as users
+
+    rt = _runtime()
+    with rt.sessions() as session:
+        users.create_group(session, name=name, actor=_operator())
+        session.commit()
+    rt.close()
+    out.print(f"Created group {name}.")
+
+
+@groups_app.command("list")
+def groups_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """List groups and their members."""
+    from appliance.auth import service as users
+
+    rt = _runtime()
+    with rt.sessions() as session:
+        table = Table("group", "members")
+        for group, members in users.list_groups(session):
+            names = [m.username for m in members]
+            if as_json:
+                sys.stdout.write(json.dumps({"name": group.name, "members": names}) + "\n")
+            else:
+                table.add_row(group.name, ", ".join(names))
+    rt.close()
+    if not as_json:
+        out.print(table)
+
+
+def _membership(group: str, user: str, *, add: bool) -> bool:
+    from appliance.auth import service as users
+
+    rt = _runtime()
+    with rt.sessions() as session:
+        g = users.get_group_by_name(session, group)
+        u = users.get_user_by_name(session, user)
+        change = users.add_member if add else users.remove_member
+        changed = change(session, group_id=g.id, user_id=u.id, actor=_operator())
+        session.commit()
+    rt.close()
+    return changed
+
+
+@groups_app.command("add-member")
+def groups_add_member(
+    group: Annotated[str, typer.Argument(help="Group name.")],
+    user: Annotated[str, typer.Argument(help="Username.")],
+) -> None:
+    """Add a user to a group."""
+    changed = _membership(group, user, add=True)
+    out.print(f"Added {user} to {group}." if changed else f"{user} is already in {group}.")
+
+
+@groups_app.command("remove-member")
+def groups_remove_member(
+    group: Annotated[str, typer.Argument(help="Group name.")],
+    user: Annotated[str, typer.Argument(help="Username.")],
+) -> None:
+    """Remove a user from a group."""
+    changed = _membership(group, user, add=False)
+    out.print(f"Removed {user} from {group}." if changed else f"{user} was not in {group}.")
+
+
+@groups_app.command("delete")
+def groups_delete(name: Annotated[str, typer.Argument(help="Group name.")]) -> None:
+    """Delete a group and its memberships."""
+    from appliance.auth import service as users
+
+    rt = _runtime()
+    with rt.sessions() as session:
+        users.delete_group(
+            session, group_id=users.get_group_by_name(session, name).id, actor=_operator()
+        )
+        session.commit()
+    rt.close()
+    out.print(f"Deleted group {name}.")
 
 
 def main() -> None:

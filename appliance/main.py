@@ -13,10 +13,14 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from appliance import __version__
+from appliance.auth.routes import admin_router as auth_admin_router
+from appliance.auth.routes import router as auth_router
+from appliance.chat.routes import router as chat_router
 from appliance.config import Settings
 from appliance.errors import ApplianceError
 from appliance.jobs.runner import JobRunner
 from appliance.runtime import Runtime, open_runtime
+from appliance.security import install as install_csrf
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,8 @@ def create_app(
     )
     templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
     app.mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static")
+    # Installed before the header middleware so that its refusals get the headers too.
+    install_csrf(app, settings)
 
     @app.middleware("http")
     async def security_headers(
@@ -96,6 +102,10 @@ def create_app(
             "version": __version__,
             "worker": "running" if jobs is not None and jobs.alive() else "off",
         }
+
+    app.include_router(auth_router)
+    app.include_router(auth_admin_router)
+    app.include_router(chat_router)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index(request: Request) -> HTMLResponse:

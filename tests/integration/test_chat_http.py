@@ -153,3 +153,35 @@ def test_too_many_questions_at_once_is_429(
     assert "Wait for an answer" in r.json()["message"]
     for t in held:
         runtime.scheduler.leave(t)
+
+
+def test_chat_with_a_real_signed_in_session_and_csrf(
+    app: FastAPI, runtime: Runtime, browser_factory: object
+) -> None:
+    """The whole chain without overrides: password + TOTP sign-in, session cookie, CSRF."""
+    from sqlalchemy import select
+
+    from appliance.auth.tables import Group, GroupMember
+    from tests.fixtures.auth import make_user
+
+    with runtime.sessions() as s:
+        carol = make_user(s, runtime.crypto, username="carol")
+        staff = s.execute(select(Group).where(Group.name == "staff")).scalar_one()
+        s.add(GroupMember(group_id=staff.id, user_id=carol.user.id))
+        s.commit()
+    browser = browser_factory()  # type: ignore[operator]
+    browser.sign_in(carol)
+    r = browser.post("/api/chat", json={"question": "How do I book flights?"})
+    assert r.status_code == 200, r.text
+    events = parse_sse(r.text)
+    assert events[-2][1]["sources"][0]["filename"] == "travel.md"  # type: ignore[index]
+    forged = browser.client.post(
+        "/api/chat",
+        json={"question": "How do I book flights?"},
+        headers={"Origin": "https://testserver"},  # no X-CSRF-Token
+    )
+    assert forged.status_code == 403
+    foreign = browser.post(
+        "/api/chat", json={"question": "flights?"}, headers={"Origin": "https://evil.example"}
+    )
+    assert foreign.status_code == 403

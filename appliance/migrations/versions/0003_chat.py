@@ -1,7 +1,7 @@
 """chat: conversations and messages
 
-Revision ID: 0002c
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-11-22
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import appliance.db
 
-revision = "0002c"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

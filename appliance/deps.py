@@ -1,0 +1,167 @@
+"""Request dependencies: runtime, database session, clock, and who is calling.
+
+Login is required by default: routers made with `protected_router` authenticate every
+request. A caller is a full session (password and second factor done, password changed,
+TOTP enrolled) from the session cookie, or a personal API token in ``Authorization: Bearer``.
+The user and role are read from the database on every request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy.orm import Session
+
+from appliance.auth import sessions, tokens
+from appliance.auth.service import NotAuthenticated
+from appliance.auth.tables import ApiToken, AuthSession, User
+from appliance.config import AuthSettings
+from appliance.db import utcnow
+from appliance.errors import PermissionDenied
+from appliance.runtime import Runtime
+
+CSRF_HEADER = "X-CSRF-Token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The runtime built in the app's lifespan."""
+    rt: Runtime = request.app.state.rt
+    return rt
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_session(rt: RuntimeDep) -> Iterator[Session]:
+    """One database session per request, closed (rolled back if uncommitted) afterwards."""
+    with rt.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_now(request: Request) -> dt.datetime:
+    """Now, from the app's clock (tests replace ``app.state.clock``)."""
+    clock: Callable[[], dt.datetime] = getattr(request.app.state, "clock", utcnow)
+    return clock()
+
+
+NowDep = Annotated[dt.datetime, Depends(get_now)]
+
+
+def client_address(request: Request) -> str:
+    """The caller's address as the server sees it (uvicorn applies trusted proxy headers)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+@dataclass(frozen=True)
+class CookieNames:
+    """Cookie names: ``__Host-`` prefixed when cookies are Secure."""
+
+    session: str
+    preauth: str
+    csrf: str
+
+
+def cookie_names(settings: AuthSettings) -> CookieNames:
+    """The cookie names for these settings."""
+    prefix = "__Host-" if settings.cookie_secure else ""
+    return CookieNames(prefix + "session", prefix + "preauth", prefix + "csrf")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller: the user, and the session or API token that proved it."""
+
+    user: User
+    session: AuthSession | None = None
+    token: ApiToken | None = None
+
+
+def _bearer(request: Request) -> str | None:
+    value = request.headers.get("authorization")
+    if value is None:
+        return None
+    scheme, _, credentials = value.partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        raise NotAuthenticated("The Authorization header must be 'Bearer <API token>'.")
+    return credentials.strip()
+
+
+def _usable(user: User | None) -> bool:
+    return (
+        user is not None and user.is_active and user.totp_enrolled and not user.must_change_password
+    )
+
+
+def authenticate(request: Request, session: SessionDep, rt: RuntimeDep, now: NowDep) -> Caller:
+    """Who is calling, from an API token or the session cookie; 401 otherwise."""
+    settings = rt.settings.auth
+    secret = _bearer(request)
+    if secret is not None:
+        token = tokens.lookup(session, secret=secret, now=now)
+        user = session.get(User, token.user_id) if token is not None else None
+        if token is None or not _usable(user):
+            raise NotAuthenticated("The API token is unknown, expired or revoked.")
+        assert user is not None  # noqa: S101 - _usable checked it
+        if not tokens.allows_method(token, request.method):
+            raise PermissionDenied(
+                "This API token's scopes do not allow this request. "
+                "Create a token with the 'read' or 'write' scope it needs."
+            )
+        session.commit()
+        return Caller(user=user, token=token)
+    cookie = request.cookies.get(cookie_names(settings).session)
+    row = (
+        sessions.lookup(session, token=cookie, kind=sessions.FULL, now=now, settings=settings)
+        if cookie
+        else None
+    )
+    user = session.get(User, row.user_id) if row is not None else None
+    if row is None or not _usable(user):
+        session.commit()  # an expired session row was deleted
+        raise NotAuthenticated("Sign in first: no valid session came with the request.")
+    assert user is not None  # noqa: S101 - _usable checked it
+    if request.method in UNSAFE_METHODS and not sessions.csrf_matches(
+        row, request.headers.get(CSRF_HEADER)
+    ):
+        raise PermissionDenied(
+            "The CSRF token does not belong to this session. Reload the page and try again."
+        )
+    session.commit()
+    return Caller(user=user, session=row)
+
+
+CallerDep = Annotated[Caller, Depends(authenticate)]
+
+
+def current_user(caller: CallerDep) -> User:
+    """The signed-in user (401 if none)."""
+    return caller.user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def admin_user(caller: CallerDep) -> User:
+    """The signed-in user if an admin (403 otherwise; API tokens also need the admin scope)."""
+    if not caller.user.is_admin:
+        raise PermissionDenied("This needs the admin role.")
+    if caller.token is not None and "admin" not in tokens.scopes_of(caller.token):
+        raise PermissionDenied("This API token lacks the 'admin' scope.")
+    return caller.user
+
+
+AdminUser = Annotated[User, Depends(admin_user)]
+
+
+def protected_router(**kw: Any) -> APIRouter:
+    """An APIRouter whose every route requires a signed-in user (add more dependencies freely)."""
+    dependencies = [Depends(current_user), *kw.pop("dependencies", [])]
+    return APIRouter(dependencies=dependencies, **kw)
