@@ -162,6 +162,7 @@ def models_list(
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Hash every file (slow).")
     ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """Show bundled and registered models, and whether each file matches its sha256."""
     from models.manifest import ModelRegistry
@@ -170,25 +171,48 @@ def models_list(
 
     settings = _settings()
     registry = ModelRegistry(settings.models_dir / "registry.json")
-    table = Table("name", "kind", "source", "context", "licence", "verified", "active", "path")
     active = {settings.models.chat_model, settings.models.embedder}
+    rows = []
     for entry in registry.entries():
-        status = "not checked"
+        verified: bool | None = None
+        problem = None
         if verify:
             try:
                 verify_entry(entry)
-                status = "[green]yes[/green]"
+                verified = True
             except ModelError as exc:
-                status = f"[red]NO[/red]: {exc}"
+                verified, problem = False, str(exc)
+        rows.append(
+            {
+                "name": entry.name,
+                "kind": entry.kind,
+                "source": entry.source,
+                "context_length": entry.context_length,
+                "licence": entry.licence,
+                "verified": verified,
+                "problem": problem,
+                "active": entry.name in active,
+                "path": str(entry.path),
+            }
+        )
+    if as_json:
+        for row in rows:
+            sys.stdout.write(json.dumps(row) + "\n")
+        return
+    table = Table("name", "kind", "source", "context", "licence", "verified", "active", "path")
+    for row in rows:
+        status = {True: "[green]yes[/green]", False: f"[red]NO[/red]: {row['problem']}"}.get(
+            row["verified"], "not checked"
+        )
         table.add_row(
-            entry.name,
-            entry.kind,
-            entry.source,
-            str(entry.context_length),
-            entry.licence,
+            str(row["name"]),
+            str(row["kind"]),
+            str(row["source"]),
+            str(row["context_length"]),
+            str(row["licence"]),
             status,
-            "yes" if entry.name in active else "",
-            str(entry.path),
+            "yes" if row["active"] else "",
+            str(row["path"]),
         )
     out.print(table)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -95,3 +96,22 @@ def test_world_readable_key_file_stops_the_cli(env: dict[str, str]) -> None:
     result = _run(env, "docs", "list")
     assert result.returncode == 1
     assert "chmod 600" in result.stderr
+
+
+@pytest.mark.slow
+def test_models_list_verifies_bundled_models_and_add_refuses_a_wrong_hash(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    assert _run(env, "init").returncode == 0
+    listed = _run(env, "models", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["name"]: r for r in map(json.loads, listed.stdout.splitlines())}
+    assert rows["smollm2-135m-instruct-q4_1"]["verified"] is True
+    assert rows["all-minilm-l6-v2"]["verified"] is True
+    assert rows["smollm2-135m-instruct-q4_1"]["active"] is True
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"GGUF" + bytes(64))
+    added = _run(env, "models", "add", "mine", str(fake), "--sha256", "0" * 64)
+    assert added.returncode == 1
+    assert "sha256" in added.stderr.lower()
+    assert "mine" not in _run(env, "models", "list", "--no-verify", "--json").stdout
