@@ -201,9 +201,10 @@ def models_list(
         return
     table = Table("name", "kind", "source", "context", "licence", "verified", "active", "path")
     for row in rows:
-        status = {True: "[green]yes[/green]", False: f"[red]NO[/red]: {row['problem']}"}.get(
-            row["verified"], "not checked"
-        )
+        if row["verified"] is None:
+            status = "not checked"
+        else:
+            status = "[green]yes[/green]" if row["verified"] else f"[red]NO[/red]: {row['problem']}"
         table.add_row(
             str(row["name"]),
             str(row["kind"]),
