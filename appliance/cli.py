@@ -33,7 +33,9 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
 models_app = typer.Typer(help="List, verify and register local models.", no_args_is_help=True)
-docs_app = typer.Typer(help="List documents.", no_args_is_help=True)
+docs_app = typer.Typer(
+    help="List documents; grant, revoke, classify and delete them.", no_args_is_help=True
+)
 audit_app = typer.Typer(help="Check the audit log.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Run background jobs now.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -467,20 +469,18 @@ def docs_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """List documents with their state (all of them, or those a user may read)."""
+    from appliance.acl import service as acl
     from appliance.auth import service as users
     from appliance.documents import service as docs
-    from appliance.documents.tables import Document, DocumentGrant
+    from appliance.documents.tables import Document
 
     rt = _runtime()
     with rt.sessions() as session:
         query = select(Document).order_by(Document.created_at)
         if as_user:
             principals = users.principals_for(session, users.get_user_by_name(session, as_user))
-            query = query.where(
-                Document.id.in_(
-                    select(DocumentGrant.doc_id).where(DocumentGrant.principal.in_(principals))
-                )
-            )
+            # Exactly what the user may read: live (indexed) and granted, nothing in progress.
+            query = acl.readable_documents_query(principals).order_by(Document.created_at)
         rows = session.execute(query).scalars().all()
         table = Table("id", "filename", "state", "pages", "chunks", "classification", "reason")
         for d in rows:
@@ -505,6 +505,97 @@ def docs_list(
     rt.close()
 
 
+def _doc_change(ref: str, change: str, **kw: str) -> str:
+    """Apply one access change to a document as the operator; returns its id."""
+    from appliance.acl import service as acl
+    from appliance.auth import service as users
+    from appliance.documents import service as docs
+
+    rt = _runtime()
+    try:
+        with rt.sessions() as session:
+            doc = docs.resolve_document(session, rt.crypto, ref)
+            doc_id, actor, index = doc.id, _operator(), rt.index()
+            if change == "grant":
+                acl.grant(
+                    session=session,
+                    index=index,
+                    doc=doc,
+                    principal=users.resolve_principal(session, kw["principal"]),
+                    level=kw["level"],
+                    actor=actor,
+                )
+            elif change == "revoke":
+                principal = users.resolve_principal(session, kw["principal"])
+                if not acl.revoke(
+                    session=session, index=index, doc=doc, principal=principal, actor=actor
+                ):
+                    raise NotFound(f"{kw['principal']} has no grant on {ref}.")
+            elif change == "classify":
+                acl.classify(
+                    session=session,
+                    index=index,
+                    doc=doc,
+                    classification=kw["classification"],
+                    actor=actor,
+                )
+            elif change == "delete":
+                acl.delete_document(
+                    session=session,
+                    index=index,
+                    crypto=rt.crypto,
+                    blobs=rt.blobs,
+                    doc=doc,
+                    actor=actor,
+                )
+    finally:
+        rt.close()
+    return doc_id
+
+
+@docs_app.command("grant")
+def docs_grant(
+    doc: Annotated[str, typer.Argument(help="Document id or unique filename.")],
+    principal: Annotated[str, typer.Argument(help="user:NAME, group:NAME or everyone.")],
+    level: Annotated[str, typer.Option(help="read or manage.")] = "read",
+) -> None:
+    """Let a user, a group or everyone read (or manage) a document; applies at once."""
+    doc_id = _doc_change(doc, "grant", principal=principal, level=level)
+    out.print(f"Granted {level} on {doc_id} to {principal}.")
+
+
+@docs_app.command("revoke")
+def docs_revoke(
+    doc: Annotated[str, typer.Argument(help="Document id or unique filename.")],
+    principal: Annotated[str, typer.Argument(help="user:NAME, group:NAME or everyone.")],
+) -> None:
+    """Take a grant away (not the last manage grant); the next search no longer finds it."""
+    doc_id = _doc_change(doc, "revoke", principal=principal)
+    out.print(f"Revoked {principal} on {doc_id}.")
+
+
+@docs_app.command("classify")
+def docs_classify(
+    doc: Annotated[str, typer.Argument(help="Document id or unique filename.")],
+    level: Annotated[str, typer.Argument(help="public, internal, confidential or personal.")],
+) -> None:
+    """Set a document's classification."""
+    doc_id = _doc_change(doc, "classify", classification=level)
+    out.print(f"{doc_id} is now {level}.")
+
+
+@docs_app.command("delete")
+def docs_delete(
+    doc: Annotated[str, typer.Argument(help="Document id or unique filename.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a document: hidden from search at once, then its key shredded and data removed."""
+    if not yes:
+        typer.confirm(f"Delete the document {doc}?", abort=True)
+    doc_id = _doc_change(doc, "delete")
+    out.print(f"Deleted {doc_id}.")
+
+
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check the audit log's hash chain; exit 1 if an entry was edited, removed or moved."""
@@ -525,15 +616,18 @@ def audit_verify() -> None:
 def jobs_run(
     name: Annotated[str, typer.Argument(help="Job name: cleanup.")],
 ) -> None:
-    """Run a job now: `cleanup` resets interrupted ingestion and removes orphans."""
+    """Run a job now: `cleanup` resets interrupted ingestion, removes orphans and old sessions."""
     from appliance.documents.ingestion import IngestionWorker
 
     if name != "cleanup":
         raise NotFound(f"No job {name!r}. Jobs: cleanup.")
+    from appliance.jobs.runner import purge_sessions
+
     rt = _runtime()
     worker = IngestionWorker(rt)
     try:
         report = worker.recover()
+        expired_sessions = purge_sessions(rt)
     finally:
         worker.close()
         rt.close()
@@ -545,6 +639,7 @@ def jobs_run(
                 "deletions_finished": len(report.deletions_finished),
                 "orphan_points_removed": len(report.orphan_points_removed),
                 "orphan_blobs_removed": report.orphan_blobs_removed,
+                "expired_sessions_removed": expired_sessions,
             }
         )
     )
@@ -768,6 +863,126 @@ def groups_delete(name: Annotated[str, typer.Argument(help="Group name.")]) -> N
         session.commit()
     rt.close()
     out.print(f"Deleted group {name}.")
+
+
+# -- keys ------------------------------------------------------------------------------
+
+keys_app = typer.Typer(
+    help="Rotate and retire key-encryption keys; check every data key.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Add a new primary KEK and rewrap every data key under it (no content re-encrypted).
+
+    Run it again after an interruption: it finishes the rewrapping before it would start
+    another rotation. Put the new key file into your vault before the next deployment.
+    """
+    from appliance.crypto import rotation
+
+    rt = _runtime()
+    try:
+        with (
+            rt.sessions() as session,
+            Progress(
+                TextColumn("rewrapping data keys"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            ) as progress,
+        ):
+            task = progress.add_task("rewrap", total=None)
+            report = rotation.rotate_audited(
+                session=session,
+                crypto=rt.crypto,
+                key_file=rt.settings.key_file,
+                actor=_operator(),
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    finally:
+        rt.close()
+    if report.resumed:
+        out.print(
+            f"Finished an interrupted rotation: every data key is now wrapped by "
+            f"{report.primary}. Run `appliance keys rotate` again for a new KEK."
+        )
+    else:
+        out.print(f"New primary KEK [bold]{report.primary}[/bold] added to {rt.settings.key_file}.")
+    out.print(f"Rewrapped {report.rewrapped} data key(s); {report.unchanged} needed no change.")
+    if report.failed:
+        for line in report.failed:
+            err.print(f"[red]not rewrapped:[/red] {line}")
+        err.print("Run `appliance keys check` for the reasons.")
+        raise typer.Exit(1)
+    out.print(
+        "[bold yellow]Copy the new key file into your vault now[/bold yellow] (it still holds "
+        f"the old KEKs: {', '.join(report.previous_keks) or 'none'}). Once the vault and a "
+        "fresh key-store backup hold the new state, retire old KEKs with "
+        "`appliance keys retire KEK_ID`."
+    )
+
+
+@keys_app.command("retire")
+def keys_retire(
+    kek_id: Annotated[str, typer.Argument(help="The old KEK to remove from the key file.")],
+) -> None:
+    """Remove an old KEK from the key file; refused while any data key is wrapped by it."""
+    from appliance.crypto import rotation
+
+    rt = _runtime()
+    try:
+        with rt.sessions() as session:
+            report = rotation.retire_audited(
+                session=session,
+                crypto=rt.crypto,
+                key_file=rt.settings.key_file,
+                kek_id=kek_id,
+                actor=_operator(),
+            )
+    finally:
+        rt.close()
+    out.print(
+        f"Retired {report.retired}. The key file holds: {', '.join(report.remaining)}. "
+        "Copy it into your vault; key-store backups older than the rotation need the old "
+        "key file to be read."
+    )
+
+
+@keys_app.command("check")
+def keys_check(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Unwrap every data key and match the key store with the database; exit 1 on a problem."""
+    from appliance.crypto.check import check_keys
+
+    rt = _runtime()
+    try:
+        with rt.sessions() as session:
+            report = check_keys(session=session, crypto=rt.crypto)
+    finally:
+        rt.close()
+    if as_json:
+        sys.stdout.write(json.dumps(report.public(), indent=2) + "\n")
+    else:
+        table = Table("KEK", "primary", "data keys")
+        for kek, count in report.keks.items():
+            table.add_row(kek, "yes" if kek == report.primary else "", str(count))
+        out.print(table)
+        if report.rotation_pending:
+            out.print(
+                f"{report.rotation_pending} data key(s) are not yet wrapped by the primary "
+                "KEK: run `appliance keys rotate` to finish."
+            )
+        for p in report.problems:
+            out.print(f"[red]{p.what}[/red] {p.key}: {p.detail}", highlight=False)
+        if report.ok:
+            out.print(f"OK: {report.data_keys} data keys unwrap; every object has its key.")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

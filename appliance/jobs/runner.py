@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from appliance.auth import sessions
+from appliance.db import utcnow
 from appliance.documents.ingestion import IngestionWorker
 from appliance.runtime import Runtime
 
@@ -49,6 +51,7 @@ class JobRunner:
         while not self.stop_event.wait(interval):
             try:
                 self.worker.recover()
+                purge_sessions(self.rt)
             except Exception:
                 log.exception("cleanup job failed; it runs again in %s s", interval)
 
@@ -57,3 +60,11 @@ class JobRunner:
         self.stop_event.set()
         for t in self.threads:
             t.join(timeout)
+
+
+def purge_sessions(rt: Runtime) -> int:
+    """Delete expired sign-in sessions (they are refused anyway; this keeps the table small)."""
+    with rt.sessions() as session:
+        count = sessions.purge_expired(session, now=utcnow(), settings=rt.settings.auth)
+        session.commit()
+    return count

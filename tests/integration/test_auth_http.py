@@ -515,3 +515,20 @@ def test_admin_api_and_last_admin(
     assert user_browser.get("/api/admin/users").status_code == 200
     assert admin_browser.delete(f"/api/admin/groups/{group['id']}").status_code == 204
     assert admin_browser.delete(f"/api/admin/users/{erin}").status_code == 204
+
+
+def test_cleanup_purges_expired_sessions(runtime: Runtime, browser: Browser, clock: Clock) -> None:
+    """The cleanup job deletes session rows past their absolute timeout."""
+    from sqlalchemy import func
+
+    with runtime.sessions() as s:
+        account = make_user(s, runtime.crypto, username="purgee")
+    browser.sign_in(account)
+    with runtime.sessions() as s:
+        assert s.execute(select(func.count()).select_from(AuthSession)).scalar_one() >= 1
+        later = clock() + dt.timedelta(
+            hours=runtime.settings.auth.session_absolute_hours, minutes=1
+        )
+        assert sessions.purge_expired(s, now=later, settings=runtime.settings.auth) >= 1
+        s.commit()
+        assert s.execute(select(func.count()).select_from(AuthSession)).scalar_one() == 0
