@@ -69,6 +69,7 @@ bench: setup ## Benchmarks (JSON on stdout; not tests)
 	$(PY) bench/retrieval.py --chunks 100000
 	$(PY) bench/ingest.py
 	$(PY) bench/generate.py
+	$(PY) bench/crypto.py
 
 clean: ## Remove the virtualenv (keeps ./var, your data)
 	rm -rf $(VENV)

@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from appliance import __version__
 from appliance.bootstrap import current_user_name, init, schema_is_current
+from appliance.chat.tables import CHAT_KEY
 from appliance.config import Settings, get_settings, masked_dump
 from appliance.errors import ApplianceError, NotFound
 
@@ -728,6 +729,9 @@ def _user_action(name: str, action: str) -> str | None:
         elif action == "delete":
             users.delete_user(session, user_id=user.id, actor=actor)
         session.commit()
+    if action == "delete":
+        # The conversations went with the account; shredding the key erases old backups too.
+        rt.crypto.delete_data_key(CHAT_KEY, user.id)
     rt.close()
     return result
 

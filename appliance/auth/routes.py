@@ -40,6 +40,7 @@ from appliance.auth.schemas import (
 )
 from appliance.auth.service import Client, NotAuthenticated, SignInFailed, Step
 from appliance.auth.tables import ApiToken, AuthSession, Group, GroupMember, User
+from appliance.chat.tables import CHAT_KEY
 from appliance.config import Settings
 from appliance.deps import (
     CSRF_HEADER,
@@ -541,10 +542,14 @@ def admin_unlock(user_id: str, admin: AdminUser, session: SessionDep) -> Changed
 
 
 @admin_router.delete("/users/{user_id}", status_code=204)
-def admin_delete_user(user_id: str, admin: AdminUser, session: SessionDep) -> None:
-    """Delete an account. Not the last admin, nor one that still owns documents."""
+def admin_delete_user(user_id: str, admin: AdminUser, session: SessionDep, rt: RuntimeDep) -> None:
+    """Delete an account and its conversations (their key is shredded, backups included).
+
+    Not the last admin, nor one that still owns documents.
+    """
     service.delete_user(session, user_id=user_id, actor=f"user:{admin.id}")
     session.commit()
+    rt.crypto.delete_data_key(CHAT_KEY, user_id)
 
 
 def _group_out(session: Session, group: Group) -> GroupOut:

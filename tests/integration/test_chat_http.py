@@ -185,3 +185,29 @@ def test_chat_with_a_real_signed_in_session_and_csrf(
         "/api/chat", json={"question": "flights?"}, headers={"Origin": "https://evil.example"}
     )
     assert foreign.status_code == 403
+
+
+def test_deleting_a_user_erases_their_conversations_and_shreds_the_key(
+    app: FastAPI, client: TestClient, runtime: Runtime, browser_factory: object
+) -> None:
+    from appliance.auth import service as users
+    from appliance.chat.tables import CHAT_KEY, Conversation
+    from tests.fixtures.auth import make_user
+
+    as_user(app, runtime, "bob")
+    assert client.post("/api/chat", json={"question": "flights?"}).status_code == 200
+    with runtime.sessions() as s:
+        bob_id = users.get_user_by_name(s, "bob").id
+        root = make_user(s, runtime.crypto, username="root", role="admin")
+    assert runtime.crypto.has_data_key(CHAT_KEY, bob_id)
+    app.dependency_overrides.clear()
+    admin = browser_factory()  # type: ignore[operator]
+    admin.sign_in(root)
+    assert admin.delete(f"/api/admin/users/{bob_id}").status_code == 204
+    assert not runtime.crypto.has_data_key(CHAT_KEY, bob_id)
+    with runtime.sessions() as s:
+        from sqlalchemy import select
+
+        assert (
+            s.execute(select(Conversation).where(Conversation.owner_id == bob_id)).first() is None
+        )

@@ -30,6 +30,10 @@ COMMANDS = [
     ["jobs", "run"],
     ["search"],
     ["ask"],
+    ["keys"],
+    ["keys", "rotate"],
+    ["keys", "retire"],
+    ["keys", "check"],
 ]
 
 
