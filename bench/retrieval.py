@@ -229,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--full-scan-threshold-kb", type=int, default=defaults.full_scan_threshold_kb
     )
     parser.add_argument("--indexing-threshold-kb", type=int, default=defaults.indexing_threshold_kb)
+    parser.add_argument(
+        "--exact-search-max-chunks", type=int, default=defaults.exact_search_max_chunks
+    )
+    parser.add_argument("--no-acorn", dest="acorn", action="store_false")
     args = parser.parse_args(argv)
 
     tuning = EdgeTuning(
@@ -238,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         full_scan_threshold_kb=args.full_scan_threshold_kb,
         indexing_threshold_kb=args.indexing_threshold_kb,
         hnsw_ef=args.hnsw_ef,
+        exact_search_max_chunks=args.exact_search_max_chunks,
+        acorn=args.acorn,
     )
     log(f"generating {args.chunks:,} clustered {args.dimension}-d vectors")
     work = Workload(args)

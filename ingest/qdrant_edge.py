@@ -31,24 +31,21 @@ _UPSERT_BATCH = 512
 
 @dataclass(frozen=True, slots=True)
 class EdgeTuning:
-    """HNSW, payload-index and optimizer parameters of an edge shard.
+    """HNSW, payload-index, search and optimizer parameters of an edge shard.
 
-    Why the defaults (measured with bench/retrieval.py, 384-d, callers reading ~3%):
+    Why the defaults (bench/retrieval.py, 384-d, callers reading ~3%, 2 busy cores):
 
-    - ``full_scan_threshold_kb=20_000``: when a segment's chunks that the caller may read
-      total less than this (20 MB is ~13,000 chunks of 384 floats), the planner skips the
-      graph and exactly scores the candidates that the ``principals`` keyword index lists.
-      That is exact and, at that size, as fast as the graph: at 300k chunks (9k readable)
-      it took 11 ms per query with recall 1.0, where the graph took 19 ms for recall 0.93.
-      Qdrant's default of 10 MB sent that case to the graph.
-    - ``payload_m=16``: for each ``principals`` value granted to more chunks than the
-      threshold, Qdrant links that value's chunks among themselves, so a graph search
-      filtered on one big group stays connected; without these links a 3% filter found
-      almost nothing (recall 0.4 down to 0.01).
-    - ``acorn=True``: a filter that unites several groups, each too small to get its own
-      links but together over the threshold, has no links to follow either; ACORN explores
-      neighbours of neighbours in that case only (filters matching < 40% of a segment) and
-      lifts recall from 0.01 to 0.93 (300k chunks). It costs nothing on the exact path.
+    - ``exact_search_max_chunks=20_000``: when the principals index says the caller may read
+      at most this many chunks, they are all scored exactly, found through that index: recall
+      1.0 in ~3 ms at 100k chunks (3k readable) and ~11 ms at 300k (9k readable), where the
+      graph took 19-30 ms for recall 0.93-0.96. Only larger sets go through the graph.
+    - ``full_scan_threshold_kb=10_000`` (Qdrant's default, ~6,500 chunks): each principal
+      granted to more chunks than this in a segment gets ``payload_m=16`` extra links among
+      its own chunks, so a graph search filtered on big groups stays connected (recall 0.999
+      at 100k with the links; 0.002 for the same filter without them).
+    - ``acorn=True``: a filter uniting several principals that are each too small for links
+      has none to follow; ACORN then explores neighbours of neighbours (filters matching
+      < 40% of a segment only), lifting recall from ~0.01 to 0.84-0.96 for 5-10x the latency.
     - ``m=16, ef_construct=100``: Qdrant's defaults, good recall for 384-d text embeddings;
       ``hnsw_ef=128`` at search time buys filtered recall for little latency.
     - ``indexing_threshold_kb=10_000``: smaller segments stay plain (a scan is as fast as
@@ -60,8 +57,9 @@ class EdgeTuning:
     m: int = 16
     ef_construct: int = 100
     payload_m: int = 16
-    full_scan_threshold_kb: int = 20_000
+    full_scan_threshold_kb: int = 10_000
     indexing_threshold_kb: int = 10_000
+    exact_search_max_chunks: int = 20_000
     hnsw_ef: int = 128
     acorn: bool = True
     max_indexing_threads: int = 0
@@ -142,21 +140,27 @@ class QdrantEdgeIndex:
         query = checked_vector(vector, self.dimension)
         allowed = checked_principals(principals, allow_empty=False)
         limit = checked_k(k)
-        request = qe.QueryRequest(
-            limit=limit,
-            query=qe.Query.Nearest(query),
-            filter=qe.Filter(
-                must=[qe.FieldCondition(key=PRINCIPALS, match=qe.MatchAny(any=allowed))]
-            ),
-            params=qe.SearchParams(
-                hnsw_ef=max(limit, self._tuning.hnsw_ef),
-                acorn=qe.AcornSearchParams(enable=self._tuning.acorn),
-            ),
-            with_payload=qe.PayloadSelector.Include([DOC_ID, CHUNK_NO]),
-            with_vector=False,
-        )
+        acl = qe.Filter(must=[qe.FieldCondition(key=PRINCIPALS, match=qe.MatchAny(any=allowed))])
         with self._lock, self._engine("search"):
-            scored = self._shard.query(request)
+            # The principals index estimates the readable set without scoring anything.
+            readable = self._shard.count(qe.CountRequest(exact=False, filter=acl))
+            if readable <= self._tuning.exact_search_max_chunks:
+                params = qe.SearchParams(exact=True)
+            else:
+                params = qe.SearchParams(
+                    hnsw_ef=max(limit, self._tuning.hnsw_ef),
+                    acorn=qe.AcornSearchParams(enable=self._tuning.acorn),
+                )
+            scored = self._shard.query(
+                qe.QueryRequest(
+                    limit=limit,
+                    query=qe.Query.Nearest(query),
+                    filter=acl,
+                    params=params,
+                    with_payload=qe.PayloadSelector.Include([DOC_ID, CHUNK_NO]),
+                    with_vector=False,
+                )
+            )
         hits = [_hit(point) for point in scored]
         hits.sort(key=lambda hit: hit.score, reverse=True)
         return hits

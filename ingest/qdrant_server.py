@@ -26,8 +26,10 @@ from ingest.index import (
 
 _UPSERT_BATCH = 256
 _SCROLL_PAGE = 1024
-# Same graph parameters as the edge shard (see ingest.qdrant_edge.EdgeTuning for why).
-_HNSW = models.HnswConfigDiff(m=16, ef_construct=100, payload_m=16, full_scan_threshold=20_000)
+# The edge shard's graph parameters (see ingest.qdrant_edge.EdgeTuning for why); the server's
+# own planner picks exact scoring below the full-scan threshold, and ACORN (set per search)
+# covers filters uniting principals too small to have payload links.
+_HNSW = models.HnswConfigDiff(m=16, ef_construct=100, payload_m=16, full_scan_threshold=10_000)
 _HNSW_EF = 128
 
 
