@@ -217,6 +217,23 @@ class AuthSettings(_Section):
     )
 
 
+class AclSettings(_Section):
+    """Document access control and the approval of sensitive self-grants."""
+
+    approval_expiry_hours: int = Field(
+        72,
+        ge=1,
+        le=24 * 30,
+        description=(
+            "Hours an approval request (an admin granting themselves or their group read on "
+            "a confidential or personal document) waits for a second admin before it expires."
+        ),
+    )
+    list_page_size: int = Field(
+        100, ge=1, le=1000, description="Most documents one page of GET /api/documents returns."
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of the appliance."""
 
@@ -249,6 +266,7 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings)  # type: ignore[arg-type]
     auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
     chat: ChatSettings = Field(default_factory=ChatSettings)  # type: ignore[arg-type]
+    acl: AclSettings = Field(default_factory=AclSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

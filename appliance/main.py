@@ -17,6 +17,7 @@ from appliance.auth.routes import admin_router as auth_admin_router
 from appliance.auth.routes import router as auth_router
 from appliance.chat.routes import router as chat_router
 from appliance.config import Settings
+from appliance.documents.routes import router as documents_router
 from appliance.errors import ApplianceError
 from appliance.jobs.runner import JobRunner
 from appliance.runtime import Runtime, open_runtime
@@ -106,6 +107,7 @@ def create_app(
     app.include_router(auth_router)
     app.include_router(auth_admin_router)
     app.include_router(chat_router)
+    app.include_router(documents_router)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index(request: Request) -> HTMLResponse:

@@ -1,5 +1,6 @@
 """Imports every table module so that Base.metadata knows all tables (for Alembic)."""
 
+from appliance.approvals import tables as _approvals  # noqa: F401
 from appliance.audit import tables as _audit  # noqa: F401
 from appliance.auth import tables as _auth  # noqa: F401
 from appliance.chat import tables as _chat  # noqa: F401

@@ -1,0 +1,416 @@
+"""Per-document access control: read and manage checks, and grant changes applied at once.
+
+A document's grants live in `document_grants`; every chunk in the index carries the
+document's granted principals. A grant, revoke or deletion rewrites only that document's
+principals (one `index.publish` or `hide`). Grants to groups stay group principals, resolved
+from fresh memberships at query time, so a membership change rewrites no chunk at all.
+
+Admins manage any document's grants by their role but read only through a grant (DESIGN
+invariant 4): an admin giving themselves (or a group they are in, or everyone) `read` on a
+confidential or personal document they cannot read yet is held for a second admin's
+approval; other self-grants by admins go through and are audited as such.
+
+Changes commit before the index is updated: between the two, the index may still offer a
+revoked chunk, and retrieval's database re-check in the same request withholds it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from appliance.approvals import service as approvals
+from appliance.approvals.tables import ApprovalRequest
+from appliance.audit import service as audit
+from appliance.auth import service as users
+from appliance.auth.tables import User
+from appliance.crypto.envelope import Crypto
+from appliance.db import utcnow
+from appliance.documents import service as docs
+from appliance.documents.blobs import BlobStore
+from appliance.documents.tables import (
+    DELETING,
+    EMBEDDING,
+    FAILED,
+    INDEXED,
+    PARSING,
+    QUEUED,
+    Document,
+    DocumentGrant,
+)
+from appliance.errors import InvalidInput, NotFound, PermissionDenied
+from ingest.index import VectorIndex, checked_principals
+
+READ = "read"
+MANAGE = "manage"
+LEVELS = (READ, MANAGE)
+CLASSIFICATIONS = ("public", "internal", "confidential", "personal")
+SENSITIVE = frozenset({"confidential", "personal"})
+NOT_FOUND = "No such document."
+# States whose progress the managers of a document see in their library.
+UNFINISHED = (QUEUED, PARSING, EMBEDDING, FAILED)
+
+Actor = User | str
+"""Who changes access: a signed-in user (checked), or 'operator:<os user>' on the shell."""
+
+# One publisher at a time in this process: read-grants-then-publish must not interleave
+# with another change to the same document's principals.
+_publish_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Held:
+    """An action held for a second admin's approval, instead of being done."""
+
+    request: ApprovalRequest
+
+
+# -- who may do what ---------------------------------------------------------------------
+
+
+def _granted(principals: Sequence[str], level: str | None = None) -> Select[str]:
+    query = select(DocumentGrant.doc_id).where(DocumentGrant.principal.in_(list(principals)))
+    if level is not None:
+        query = query.where(DocumentGrant.level == level)
+    return query
+
+
+def readable_documents_query(principals: Sequence[str]) -> Select[Document]:
+    """Live (indexed) documents granted, at any level, to any of these principals."""
+    return select(Document).where(Document.state == INDEXED, Document.id.in_(_granted(principals)))
+
+
+def visible_documents_query(principals: Sequence[str]) -> Select[Document]:
+    """A library listing: readable documents plus unfinished uploads these principals manage."""
+    return select(Document).where(
+        or_(
+            and_(Document.state == INDEXED, Document.id.in_(_granted(principals))),
+            and_(
+                Document.state.in_(UNFINISHED),
+                Document.id.in_(_granted(principals, MANAGE)),
+            ),
+        )
+    )
+
+
+def _has_grant(
+    session: Session, principals: Sequence[str], doc_id: str, level: str | None = None
+) -> bool:
+    if not principals:
+        return False
+    query = select(func.count()).where(
+        DocumentGrant.doc_id == doc_id, DocumentGrant.principal.in_(list(principals))
+    )
+    if level is not None:
+        query = query.where(DocumentGrant.level == level)
+    return bool(session.execute(query).scalar_one())
+
+
+def can_read(session: Session, user: User, doc: Document) -> bool:
+    """Whether the user may read the document's content now (live and granted, fresh)."""
+    return doc.state == INDEXED and _has_grant(session, users.principals_for(session, user), doc.id)
+
+
+def can_see(session: Session, user: User, doc: Document) -> bool:
+    """Whether the user may see the document's metadata: readable, or an upload they manage."""
+    if doc.state == INDEXED:
+        return can_read(session, user, doc)
+    return doc.state in UNFINISHED and _has_grant(
+        session, users.principals_for(session, user), doc.id, MANAGE
+    )
+
+
+def can_manage(session: Session, user: User, doc: Document) -> bool:
+    """Whether the user may change the document's grants and classification, or delete it."""
+    if not user.is_active or doc.state == DELETING:
+        return False
+    return user.is_admin or _has_grant(session, users.principals_for(session, user), doc.id, MANAGE)
+
+
+def actor_name(actor: Actor) -> str:
+    """How an actor is written in the audit log and in `granted_by`."""
+    return actor.principal if isinstance(actor, User) else actor
+
+
+def _authorise_manage(session: Session, doc: Document, actor: Actor) -> None:
+    if doc.state == DELETING:
+        raise NotFound(NOT_FOUND)
+    if not isinstance(actor, User):
+        if not actor.startswith(("operator:", "system:")):
+            raise PermissionDenied("Only a signed-in user, an operator or the system acts.")
+        return
+    if can_manage(session, actor, doc):
+        return
+    if can_see(session, actor, doc):
+        raise PermissionDenied(
+            "You may read this document but not change its access. "
+            "Ask someone who manages it, or an admin."
+        )
+    raise NotFound(NOT_FOUND)
+
+
+def _reads_already(session: Session, user: User, doc: Document) -> bool:
+    return _has_grant(session, users.principals_for(session, user), doc.id)
+
+
+# -- keeping the index in step -----------------------------------------------------------
+
+
+def sync_index(session: Session, index: VectorIndex, doc_id: str) -> None:
+    """Set the index principals of a live document to its current grants (one operation).
+
+    Commits the session's transaction first, so that what is published is what others see.
+    """
+    with _publish_lock:
+        while True:
+            session.commit()
+            state = session.execute(
+                select(Document.state).where(Document.id == doc_id)
+            ).scalar_one_or_none()
+            if state != INDEXED:
+                return  # not published yet (the worker publishes the grants it finds) or gone
+            principals = docs.doc_principals(session, doc_id)
+            if principals:
+                index.publish(doc_id, principals)
+            else:
+                index.hide(doc_id)
+            session.commit()
+            # A change committed by another process between our read and our publish would
+            # be lost; publish again until what we published is still current.
+            if docs.doc_principals(session, doc_id) == principals:
+                session.commit()
+                return
+
+
+# -- changes -----------------------------------------------------------------------------
+
+
+def _check_principal(principal: str) -> str:
+    try:
+        (checked,) = checked_principals([principal], allow_empty=False)
+    except ValueError as exc:
+        raise InvalidInput(
+            f"{principal!r} is not a principal. Write user:NAME, group:NAME or everyone."
+        ) from exc
+    return checked
+
+
+def _refuse_last_manager(session: Session, doc: Document, principal: str) -> None:
+    others = session.execute(
+        select(func.count()).where(
+            DocumentGrant.doc_id == doc.id,
+            DocumentGrant.level == MANAGE,
+            DocumentGrant.principal != principal,
+        )
+    ).scalar_one()
+    if not others:
+        raise InvalidInput(
+            "This is the last grant that can manage the document; it would have no manager. "
+            "Grant manage to someone else first."
+        )
+
+
+def grant(
+    *,
+    session: Session,
+    index: VectorIndex,
+    doc: Document,
+    principal: str,
+    level: str,
+    actor: Actor,
+    now: dt.datetime | None = None,
+    expiry_hours: int = 72,
+    approval_id: str | None = None,
+) -> Held | None:
+    """Give a principal read or manage on a document; audited, and in the index at once.
+
+    Returns `Held` (nothing changed yet) when an admin gives themselves read on a sensitive
+    document they cannot read: the action waits for a second admin's approval.
+    """
+    if level not in LEVELS:
+        raise InvalidInput("The level is 'read' or 'manage'.")
+    principal = _check_principal(principal)
+    _authorise_manage(session, doc, actor)
+    now = now or utcnow()
+    self_grant = isinstance(actor, User) and principal in users.principals_for(session, actor)
+    if (
+        isinstance(actor, User)
+        and self_grant
+        and actor.is_admin
+        and approval_id is None
+        and doc.classification in SENSITIVE
+        and not _reads_already(session, actor, doc)
+    ):
+        req = approvals.request(
+            session=session,
+            doc=doc,
+            kind="grant",
+            params={"principal": principal, "level": level},
+            requester=actor,
+            now=now,
+            expiry_hours=expiry_hours,
+        )
+        session.commit()
+        return Held(req)
+    existing = session.get(DocumentGrant, (doc.id, principal))
+    if existing is not None and existing.level == level:
+        return None
+    if existing is not None:
+        if existing.level == MANAGE:
+            _refuse_last_manager(session, doc, principal)
+        existing.level = level
+        existing.granted_by = actor_name(actor)
+    else:
+        session.add(
+            DocumentGrant(
+                doc_id=doc.id, principal=principal, level=level, granted_by=actor_name(actor)
+            )
+        )
+    session.flush()
+    details: dict[str, object] = {"principal": principal, "level": level}
+    if self_grant:
+        details["self_grant"] = True
+    if approval_id is not None:
+        details["approval"] = approval_id
+    audit.record(
+        session,
+        actor=actor_name(actor),
+        action="acl.grant",
+        target=f"doc:{doc.id}",
+        details=details,
+    )
+    sync_index(session, index, doc.id)
+    return None
+
+
+def revoke(
+    *, session: Session, index: VectorIndex, doc: Document, principal: str, actor: Actor
+) -> bool:
+    """Take a principal's grant away (not the last manage grant); False if it had none."""
+    principal = _check_principal(principal)
+    _authorise_manage(session, doc, actor)
+    existing = session.get(DocumentGrant, (doc.id, principal))
+    if existing is None:
+        return False
+    if existing.level == MANAGE:
+        _refuse_last_manager(session, doc, principal)
+    session.delete(existing)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor_name(actor),
+        action="acl.revoke",
+        target=f"doc:{doc.id}",
+        details={"principal": principal},
+    )
+    sync_index(session, index, doc.id)
+    return True
+
+
+def classify(
+    *,
+    session: Session,
+    index: VectorIndex,
+    doc: Document,
+    classification: str,
+    actor: Actor,
+    now: dt.datetime | None = None,
+    expiry_hours: int = 72,
+    approval_id: str | None = None,
+) -> Held | None:
+    """Set a document's classification; audited.
+
+    An admin who cannot read a sensitive document may not lower it to a non-sensitive level
+    alone (that would let them self-grant without approval): the change is held instead.
+    """
+    if classification not in CLASSIFICATIONS:
+        raise InvalidInput("Classification is one of public, internal, confidential, personal.")
+    _authorise_manage(session, doc, actor)
+    if classification == doc.classification:
+        return None
+    if (
+        isinstance(actor, User)
+        and actor.is_admin
+        and approval_id is None
+        and doc.classification in SENSITIVE
+        and classification not in SENSITIVE
+        and not _reads_already(session, actor, doc)
+    ):
+        req = approvals.request(
+            session=session,
+            doc=doc,
+            kind="classify",
+            params={"classification": classification},
+            requester=actor,
+            now=now or utcnow(),
+            expiry_hours=expiry_hours,
+        )
+        session.commit()
+        return Held(req)
+    details: dict[str, object] = {"from": doc.classification, "to": classification}
+    if approval_id is not None:
+        details["approval"] = approval_id
+    doc.classification = classification
+    audit.record(
+        session,
+        actor=actor_name(actor),
+        action="acl.classify",
+        target=f"doc:{doc.id}",
+        details=details,
+    )
+    # The classification is not part of the index payload; the principals stay as they are.
+    session.commit()
+    return None
+
+
+def delete_document(
+    *,
+    session: Session,
+    index: VectorIndex,
+    crypto: Crypto,
+    blobs: BlobStore,
+    doc: Document,
+    actor: Actor,
+) -> None:
+    """Delete a document: hidden from every search at once, then its key shredded and removed."""
+    _authorise_manage(session, doc, actor)
+    doc_id = doc.id
+    with _publish_lock:
+        docs.begin_delete(session=session, index=index, doc=doc, actor=actor_name(actor))
+    docs.finish_delete(session=session, index=index, crypto=crypto, blobs=blobs, doc_id=doc_id)
+
+
+def run_approved(
+    *, session: Session, index: VectorIndex, req: ApprovalRequest, requester: User
+) -> None:
+    """Run an approved request's stored action exactly as it was requested."""
+    doc = session.get(Document, req.doc_id)
+    if doc is None or doc.state == DELETING:
+        raise NotFound("The document of this request no longer exists.")
+    params = approvals.params_of(req)
+    if req.kind == "grant":
+        grant(
+            session=session,
+            index=index,
+            doc=doc,
+            principal=str(params["principal"]),
+            level=str(params["level"]),
+            actor=requester,
+            approval_id=req.id,
+        )
+    elif req.kind == "classify":
+        classify(
+            session=session,
+            index=index,
+            doc=doc,
+            classification=str(params["classification"]),
+            actor=requester,
+            approval_id=req.id,
+        )
+    else:
+        raise InvalidInput(f"Unknown kind of request {req.kind!r}.")

@@ -1,0 +1,1 @@
+"""Four-eyes approval of admin actions that would let an admin read a sensitive document."""

@@ -1,0 +1,579 @@
+"""HTTP API for the document library: list, upload, view, download, grants, delete, approvals.
+
+A document the caller may not read answers 404 "not found" on every route, exactly as a
+document that does not exist (never 403, which would confirm that it exists).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path, PurePath
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import Depends, Query, Request, Response
+from fastapi import Path as FastApiPath
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from appliance.acl import service as acl
+from appliance.approvals import service as approvals
+from appliance.approvals.tables import STATUSES, ApprovalRequest
+from appliance.audit import service as audit
+from appliance.auth import service as users
+from appliance.auth.tables import User
+from appliance.deps import (
+    AdminUser,
+    CurrentUser,
+    NowDep,
+    RuntimeDep,
+    SessionDep,
+    admin_user,
+    client_address,
+    protected_router,
+)
+from appliance.documents import service as docs
+from appliance.documents.schemas import (
+    ApprovalIn,
+    ApprovalOut,
+    ChangeOut,
+    Classification,
+    ClassifyIn,
+    DocumentListOut,
+    DocumentOut,
+    GrantIn,
+    GrantOut,
+    ListedState,
+    PassageOut,
+)
+from appliance.documents.tables import DELETING, Chunk, Document, DocumentGrant
+from appliance.errors import InvalidInput, NotFound, PayloadTooLarge, PermissionDenied
+from appliance.runtime import Runtime
+
+router = protected_router(prefix="/api", tags=["documents"])
+approvals_router = protected_router(
+    prefix="/approvals", tags=["approvals"], dependencies=[Depends(admin_user)]
+)
+MAX_GRANTS_AT_UPLOAD = 50
+
+
+# -- shaping -----------------------------------------------------------------------------
+
+
+def _doc_out(rt: Runtime, session: Session, user: User, doc: Document) -> DocumentOut:
+    return DocumentOut(
+        id=doc.id,
+        filename=docs.filename_of(rt.crypto, doc),
+        title=docs.title_of(rt.crypto, doc),
+        classification=doc.classification,
+        state=doc.state,
+        pages=doc.pages,
+        chunks_total=doc.chunks_total,
+        chunks_done=doc.chunks_done,
+        error_reason=doc.error_reason,
+        size_bytes=doc.size_bytes,
+        created_at=doc.created_at,
+        indexed_at=doc.indexed_at,
+        yours=doc.owner_id == user.id,
+        can_manage=acl.can_manage(session, user, doc),
+    )
+
+
+def _grants_out(session: Session, doc_id: str) -> list[GrantOut]:
+    rows = session.execute(
+        select(DocumentGrant)
+        .where(DocumentGrant.doc_id == doc_id)
+        .order_by(DocumentGrant.created_at, DocumentGrant.principal)
+    ).scalars()
+    return [
+        GrantOut(
+            principal=g.principal,
+            name=users.describe_principal(session, g.principal),
+            level=g.level,
+            granted_by=g.granted_by,
+            created_at=g.created_at,
+        )
+        for g in rows
+    ]
+
+
+def _approval_out(session: Session, req: ApprovalRequest) -> ApprovalOut:
+    requester = session.get(User, req.requester_id)
+    decider = session.get(User, req.decided_by) if req.decided_by else None
+    return ApprovalOut(
+        id=req.id,
+        doc_id=req.doc_id,
+        kind=req.kind,
+        params=approvals.params_of(req),
+        reason=req.reason,
+        requester=requester.username if requester else req.requester_id,
+        status=req.status,
+        created_at=req.created_at,
+        expires_at=req.expires_at,
+        decided_by=decider.username if decider else req.decided_by,
+        decided_at=req.decided_at,
+        executed_at=req.executed_at,
+    )
+
+
+def _get(session: Session, doc_id: str) -> Document:
+    doc = session.get(Document, doc_id)
+    if doc is None or doc.state == DELETING:
+        raise NotFound(acl.NOT_FOUND)
+    return doc
+
+
+def _seen(session: Session, user: User, doc_id: str) -> Document:
+    doc = _get(session, doc_id)
+    if not acl.can_see(session, user, doc):
+        raise NotFound(acl.NOT_FOUND)
+    return doc
+
+
+def _readable(session: Session, user: User, doc_id: str) -> Document:
+    doc = _get(session, doc_id)
+    if not acl.can_read(session, user, doc):
+        raise NotFound(acl.NOT_FOUND)
+    return doc
+
+
+def _managed(session: Session, user: User, doc_id: str) -> Document:
+    doc = _get(session, doc_id)
+    if not acl.can_manage(session, user, doc):
+        if acl.can_see(session, user, doc):
+            raise PermissionDenied(
+                "You may read this document but not change it. Ask someone who manages it."
+            )
+        raise NotFound(acl.NOT_FOUND)
+    return doc
+
+
+def _change(
+    session: Session, doc_id: str, held: acl.Held | None, changed: bool, response: Response
+) -> ChangeOut:
+    if held is not None:
+        response.status_code = 202
+        return ChangeOut(status="approval_required", approval=_approval_out(session, held.request))
+    return ChangeOut(status="done" if changed else "unchanged", grants=_grants_out(session, doc_id))
+
+
+# -- the library -------------------------------------------------------------------------
+
+
+@router.get("/documents")
+def list_documents(
+    user: CurrentUser,
+    session: SessionDep,
+    rt: RuntimeDep,
+    q: Annotated[
+        str | None, Query(max_length=200, description="Part of the filename or title.")
+    ] = None,
+    state: ListedState | None = None,
+    classification: Classification | None = None,
+    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DocumentListOut:
+    """Your library: the documents you may read, and your own uploads still in progress.
+
+    Search matches part of the filename or title; filters narrow by state and classification.
+    Counts cover only documents you may see. Progress shows in `state`, `chunks_done` of
+    `chunks_total`, and `error_reason` when ingestion failed.
+    """
+    principals = users.principals_for(session, user)
+    rows = list(
+        session.execute(
+            acl.visible_documents_query(principals).order_by(
+                Document.created_at.desc(), Document.id
+            )
+        ).scalars()
+    )
+    if q:
+        needle = q.casefold()
+        rows = [
+            d
+            for d in rows
+            if needle in docs.filename_of(rt.crypto, d).casefold()
+            or needle in (docs.title_of(rt.crypto, d) or "").casefold()
+        ]
+    by_state: dict[str, int] = {}
+    by_classification: dict[str, int] = {}
+    for d in rows:
+        by_state[d.state] = by_state.get(d.state, 0) + 1
+        by_classification[d.classification] = by_classification.get(d.classification, 0) + 1
+    matching = [
+        d
+        for d in rows
+        if (state is None or d.state == state)
+        and (classification is None or d.classification == classification)
+    ]
+    size = min(limit or rt.settings.acl.list_page_size, rt.settings.acl.list_page_size)
+    page = matching[offset : offset + size]
+    return DocumentListOut(
+        total=len(matching),
+        by_state=by_state,
+        by_classification=by_classification,
+        documents=[_doc_out(rt, session, user, d) for d in page],
+    )
+
+
+@router.get("/documents/{doc_id}")
+def get_document(
+    doc_id: str, user: CurrentUser, session: SessionDep, rt: RuntimeDep
+) -> DocumentOut:
+    """A document's metadata and ingestion progress; 404 unless you may see it."""
+    return _doc_out(rt, session, user, _seen(session, user, doc_id))
+
+
+@router.get(
+    "/documents/{doc_id}/download",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def download(
+    doc_id: str, request: Request, user: CurrentUser, session: SessionDep, rt: RuntimeDep
+) -> Response:
+    """The original file, decrypted, as an attachment; 404 unless you may read it."""
+    doc = _readable(session, user, doc_id)
+    try:
+        blob = rt.blobs.get(doc.id)
+    except FileNotFoundError as exc:
+        raise NotFound("The stored file is missing. Ask an administrator to check.") from exc
+    data = rt.crypto.decrypt(docs.DOC_KEY, doc.id, "blob", blob)
+    filename = docs.filename_of(rt.crypto, doc)
+    fallback = "".join(c if c.isascii() and c.isalnum() or c in "._-" else "_" for c in filename)
+    audit.record(
+        session,
+        actor=user.principal,
+        action="document.download",
+        target=f"doc:{doc.id}",
+        client=client_address(request),
+    )
+    session.commit()
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": (
+                f'attachment; filename="{fallback or "document"}"; '
+                f"filename*=UTF-8''{quote(filename, safe='')}"
+            ),
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get("/documents/{doc_id}/chunks/{chunk_no}")
+def passage(
+    doc_id: str,
+    chunk_no: Annotated[int, FastApiPath(ge=0, le=1_000_000)],
+    user: CurrentUser,
+    session: SessionDep,
+    rt: RuntimeDep,
+) -> PassageOut:
+    """One passage of a document (a citation's preview); 404 unless you may read it."""
+    doc = _readable(session, user, doc_id)
+    chunk = session.execute(
+        select(Chunk).where(Chunk.doc_id == doc.id, Chunk.chunk_no == chunk_no)
+    ).scalar_one_or_none()
+    if chunk is None:
+        raise NotFound("This document has no such passage.")
+    place = f"chunk:{chunk.chunk_no}"
+    return PassageOut(
+        doc_id=doc.id,
+        chunk_no=chunk.chunk_no,
+        page=chunk.page,
+        heading=rt.crypto.decrypt_text(docs.DOC_KEY, doc.id, place + ":heading", chunk.heading_ct)
+        if chunk.heading_ct
+        else None,
+        text=rt.crypto.decrypt_text(docs.DOC_KEY, doc.id, place + ":text", chunk.text_ct),
+    )
+
+
+UPLOAD_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "grants": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "Who may read it: user:NAME, group:NAME, everyone.",
+                        },
+                        "classification": {
+                            "type": "string",
+                            "enum": ["public", "internal", "confidential", "personal"],
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _upload_dir() -> Path:
+    # The plaintext waits for encryption in a private directory, in memory when possible.
+    shm = Path("/dev/shm")  # noqa: S108 - a private 0700 directory is created inside
+    root = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="appliance-upload-", dir=root))
+
+
+@router.post("/documents", status_code=202, openapi_extra=UPLOAD_SCHEMA)
+async def upload(request: Request, user: CurrentUser, rt: RuntimeDep) -> DocumentOut:
+    """Upload a file (multipart: `file`, optional `grants` and `classification`).
+
+    You own it and may manage it; `grants` name who else may read it. The worker ingests it
+    in the background: follow `state` and `chunks_done` with GET /api/documents/{id}.
+    A file over the size limit is refused with 413 before anything is stored.
+    """
+    limit = rt.settings.max_upload_bytes
+    too_large = PayloadTooLarge(
+        f"The file is over the {limit // 1048576} MiB limit. Split it, or ask an administrator "
+        "to raise the setting ingest.max_upload_mb."
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + 64 * 1024:  # multipart framing
+        raise too_large
+    async with request.form(max_files=1, max_fields=MAX_GRANTS_AT_UPLOAD + 2) as form:
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            raise InvalidInput("Send the file as the multipart field 'file'.")
+        grants = [g for g in form.getlist("grants") if isinstance(g, str) and g.strip()]
+        classification = form.get("classification")
+        if classification is not None and not isinstance(classification, str):
+            raise InvalidInput("The classification is a text field.")
+        filename = PurePath((file.filename or "upload").replace("\\", "/")).name[:255]
+        tmp = _upload_dir()
+        try:
+            path = tmp / "upload"
+            size = 0
+            with path.open("xb") as out:
+                while chunk := await file.read(1024 * 1024):
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_large
+                    out.write(chunk)
+            return await run_in_threadpool(
+                _submit,
+                rt,
+                user.id,
+                path,
+                filename or "upload",
+                grants,
+                classification,
+                client_address(request),
+            )
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _submit(
+    rt: Runtime,
+    user_id: str,
+    path: Path,
+    filename: str,
+    grants: list[str],
+    classification: str | None,
+    client: str,
+) -> DocumentOut:
+    with rt.sessions() as session:
+        user = users.get_user(session, user_id)
+        principals = [users.resolve_principal(session, g) for g in grants]
+        result = docs.submit_file(
+            session=session,
+            crypto=rt.crypto,
+            blobs=rt.blobs,
+            path=path,
+            filename=filename,
+            owner=user,
+            grants=principals,
+            classification=classification or rt.settings.ingest.default_classification,
+            max_bytes=rt.settings.max_upload_bytes,
+            actor=user.principal,
+        )
+        session.commit()
+        return _doc_out(rt, session, user, result.document)
+
+
+# -- access ------------------------------------------------------------------------------
+
+
+@router.get("/documents/{doc_id}/grants")
+def list_grants(doc_id: str, user: CurrentUser, session: SessionDep) -> list[GrantOut]:
+    """Who may read or manage a document; needs `manage` on it (or the admin role)."""
+    return _grants_out(session, _managed(session, user, doc_id).id)
+
+
+@router.post("/documents/{doc_id}/grants", responses={202: {"model": ChangeOut}})
+def add_grant(
+    doc_id: str,
+    body: GrantIn,
+    response: Response,
+    user: CurrentUser,
+    session: SessionDep,
+    rt: RuntimeDep,
+    now: NowDep,
+) -> ChangeOut:
+    """Give a user, a group or everyone `read` or `manage`; it applies to the next search.
+
+    An admin giving themselves (or a group they are in, or everyone) `read` on a
+    confidential or personal document answers 202 with an approval request: a second
+    admin must approve it before it takes effect.
+    """
+    doc = _managed(session, user, doc_id)
+    principal = users.resolve_principal(session, body.principal)
+    before = _grants_out(session, doc.id)
+    held = acl.grant(
+        session=session,
+        index=rt.index(),
+        doc=doc,
+        principal=principal,
+        level=body.level,
+        actor=user,
+        now=now,
+        expiry_hours=rt.settings.acl.approval_expiry_hours,
+    )
+    changed = held is None and _grants_out(session, doc.id) != before
+    return _change(session, doc.id, held, changed, response)
+
+
+@router.delete("/documents/{doc_id}/grants")
+def remove_grant(
+    doc_id: str,
+    principal: Annotated[
+        str, Query(min_length=1, max_length=80, description="user:NAME, group:NAME or everyone.")
+    ],
+    response: Response,
+    user: CurrentUser,
+    session: SessionDep,
+    rt: RuntimeDep,
+) -> ChangeOut:
+    """Take a grant away; it applies to the next search. The last `manage` grant stays."""
+    doc = _managed(session, user, doc_id)
+    stored = users.resolve_principal(session, principal)
+    removed = acl.revoke(session=session, index=rt.index(), doc=doc, principal=stored, actor=user)
+    if not removed:
+        raise NotFound("This document has no such grant.")
+    return _change(session, doc.id, None, True, response)
+
+
+@router.patch("/documents/{doc_id}", responses={202: {"model": ChangeOut}})
+def set_classification(
+    doc_id: str,
+    body: ClassifyIn,
+    response: Response,
+    user: CurrentUser,
+    session: SessionDep,
+    rt: RuntimeDep,
+    now: NowDep,
+) -> DocumentOut | ChangeOut:
+    """Change a document's classification; needs `manage` (or the admin role).
+
+    An admin who cannot read a confidential or personal document gets 202 and an approval
+    request when lowering it to public or internal.
+    """
+    doc = _managed(session, user, doc_id)
+    held = acl.classify(
+        session=session,
+        index=rt.index(),
+        doc=doc,
+        classification=body.classification,
+        actor=user,
+        now=now,
+        expiry_hours=rt.settings.acl.approval_expiry_hours,
+    )
+    if held is not None:
+        return _change(session, doc.id, held, False, response)
+    return _doc_out(rt, session, user, doc)
+
+
+@router.delete("/documents/{doc_id}", status_code=204)
+def delete_document(doc_id: str, user: CurrentUser, session: SessionDep, rt: RuntimeDep) -> None:
+    """Delete a document: it leaves every search at once, then its key and content go."""
+    doc = _managed(session, user, doc_id)
+    acl.delete_document(
+        session=session,
+        index=rt.index(),
+        crypto=rt.crypto,
+        blobs=rt.blobs,
+        doc=doc,
+        actor=user,
+    )
+
+
+# -- approvals (admins) ------------------------------------------------------------------
+
+
+@approvals_router.get("")
+def list_approvals(
+    session: SessionDep,
+    now: NowDep,
+    status: Annotated[str | None, Query(description=f"One of {', '.join(STATUSES)}.")] = None,
+) -> list[ApprovalOut]:
+    """Approval requests, newest first; expired ones are marked expired."""
+    return [
+        _approval_out(session, r) for r in approvals.list_requests(session, now=now, status=status)
+    ]
+
+
+@approvals_router.post("", status_code=201)
+def create_approval(
+    body: ApprovalIn, admin: AdminUser, session: SessionDep, rt: RuntimeDep, now: NowDep
+) -> ApprovalOut:
+    """Ask a second admin to approve a grant or a classification change on a document."""
+    doc = _managed(session, admin, body.doc_id)
+    params: dict[str, Any]
+    if body.kind == "grant":
+        if not body.principal:
+            raise InvalidInput("A grant request names a principal.")
+        params = {
+            "principal": users.resolve_principal(session, body.principal),
+            "level": body.level,
+        }
+    else:
+        if body.classification is None:
+            raise InvalidInput("A classify request names a classification.")
+        params = {"classification": body.classification}
+    req = approvals.request(
+        session=session,
+        doc=doc,
+        kind=body.kind,
+        params=params,
+        requester=admin,
+        now=now,
+        expiry_hours=rt.settings.acl.approval_expiry_hours,
+        reason=body.reason,
+    )
+    session.commit()
+    return _approval_out(session, req)
+
+
+@approvals_router.post("/{request_id}/approve")
+def approve(
+    request_id: str, admin: AdminUser, session: SessionDep, rt: RuntimeDep, now: NowDep
+) -> ApprovalOut:
+    """Approve another admin's request: its action runs now, exactly once."""
+    req = approvals.approve(
+        session=session, index=rt.index(), request_id=request_id, approver=admin, now=now
+    )
+    return _approval_out(session, req)
+
+
+@approvals_router.post("/{request_id}/reject")
+def reject(request_id: str, admin: AdminUser, session: SessionDep, now: NowDep) -> ApprovalOut:
+    """Reject a request (or withdraw your own); nothing runs."""
+    req = approvals.reject(session=session, request_id=request_id, decider=admin, now=now)
+    return _approval_out(session, req)
+
+
+router.include_router(approvals_router)

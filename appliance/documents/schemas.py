@@ -1,0 +1,117 @@
+"""Request and response bodies of the documents and approvals API."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Level = Literal["read", "manage"]
+Classification = Literal["public", "internal", "confidential", "personal"]
+ListedState = Literal["queued", "parsing", "embedding", "indexed", "failed"]
+
+
+class DocumentOut(BaseModel):
+    """A document's metadata and ingestion progress (shown only to those who may see it)."""
+
+    id: str
+    filename: str
+    title: str | None
+    classification: str
+    state: str
+    pages: int | None
+    chunks_total: int
+    chunks_done: int
+    error_reason: str | None
+    size_bytes: int
+    created_at: dt.datetime
+    indexed_at: dt.datetime | None
+    yours: bool = Field(description="Whether you uploaded it.")
+    can_manage: bool = Field(description="Whether you may change its access or delete it.")
+
+
+class DocumentListOut(BaseModel):
+    """One page of your library, with counts over everything you may see."""
+
+    total: int = Field(description="Documents matching the search and filters.")
+    by_state: dict[str, int] = Field(description="Matching the search, per state.")
+    by_classification: dict[str, int] = Field(description="Matching the search, per level.")
+    documents: list[DocumentOut]
+
+
+class PassageOut(BaseModel):
+    """One passage (chunk) of a document."""
+
+    doc_id: str
+    chunk_no: int
+    page: int | None
+    heading: str | None
+    text: str
+
+
+class GrantIn(BaseModel):
+    """A grant to add or change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    principal: str = Field(
+        min_length=1, max_length=80, description="user:NAME, group:NAME or everyone."
+    )
+    level: Level = "read"
+
+
+class GrantOut(BaseModel):
+    """One grant on a document."""
+
+    principal: str = Field(description="Stored form: user:<id>, group:<id> or everyone.")
+    name: str = Field(description="Readable form: user:NAME, group:NAME or everyone.")
+    level: str
+    granted_by: str | None
+    created_at: dt.datetime
+
+
+class ApprovalOut(BaseModel):
+    """An action held for a second admin's approval."""
+
+    id: str
+    doc_id: str
+    kind: str
+    params: dict[str, Any]
+    reason: str | None
+    requester: str
+    status: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    decided_by: str | None
+    decided_at: dt.datetime | None
+    executed_at: dt.datetime | None
+
+
+class ChangeOut(BaseModel):
+    """The outcome of an access change: done, unchanged, or held for approval."""
+
+    status: Literal["done", "unchanged", "approval_required"]
+    grants: list[GrantOut] = Field(default_factory=list)
+    approval: ApprovalOut | None = None
+
+
+class ClassifyIn(BaseModel):
+    """A new classification."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    classification: Classification
+
+
+class ApprovalIn(BaseModel):
+    """An action to hold for a second admin: a grant, or a classification change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    doc_id: str = Field(min_length=1, max_length=32)
+    kind: Literal["grant", "classify"]
+    principal: str | None = Field(None, max_length=80, description="For a grant.")
+    level: Level = "read"
+    classification: Classification | None = Field(None, description="For a classify action.")
+    reason: str | None = Field(None, max_length=500, description="Why, for the approver.")
