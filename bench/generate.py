@@ -115,6 +115,9 @@ def main() -> None:
             model_path=str(entry.path),
             n_ctx=generator.context_length,
             n_threads=generator.n_threads,
+            # The appliance uses the same count for prompt processing; llama-cpp-python's
+            # default would give raw all cores there and skew time to first token.
+            n_threads_batch=generator.n_threads,
             n_gpu_layers=0,
             verbose=False,
             seed=0,
