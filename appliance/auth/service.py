@@ -287,6 +287,22 @@ def add_member(session: Session, *, group_id: str, user_id: str, actor: str) -> 
     group, user = get_group(session, group_id), get_user(session, user_id)
     if session.get(GroupMember, (group.id, user.id)) is not None:
         return False
+    if actor == user.principal and _group_reads_sensitive(session, group.id):
+        # Joining a group is an indirect self-grant (DESIGN invariant 4): for confidential
+        # or personal documents it takes a second admin, who can add this member.
+        audit.record(
+            session,
+            actor=actor,
+            action="group.add_member",
+            target=f"group:{group.id}",
+            outcome="refused",
+            details={"user": f"user:{user.id}", "reason": "self_join_sensitive"},
+        )
+        session.commit()
+        raise PermissionDenied(
+            f"Group {group.name!r} can read confidential or personal documents, so you cannot "
+            "add yourself to it. Ask another admin to add you."
+        )
     session.add(GroupMember(group_id=group.id, user_id=user.id))
     session.flush()
     audit.record(
@@ -297,6 +313,24 @@ def add_member(session: Session, *, group_id: str, user_id: str, actor: str) -> 
         details={"user": f"user:{user.id}"},
     )
     return True
+
+
+def _group_reads_sensitive(session: Session, group_id: str) -> bool:
+    """Whether the group holds a grant on any confidential or personal document."""
+    from appliance.documents.tables import Document, DocumentGrant
+
+    return (
+        session.execute(
+            select(DocumentGrant.doc_id)
+            .join(Document, Document.id == DocumentGrant.doc_id)
+            .where(
+                DocumentGrant.principal == f"group:{group_id}",
+                Document.classification.in_(("confidential", "personal")),
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
 
 
 def remove_member(session: Session, *, group_id: str, user_id: str, actor: str) -> bool:
