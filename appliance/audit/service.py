@@ -46,6 +46,22 @@ def _canonical(
     return json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()
 
 
+def _entry_hash(event: AuditEvent) -> str:
+    """sha256 over the previous hash and the entry's canonical fields."""
+    return hashlib.sha256(
+        _canonical(
+            prev_hash=event.prev_hash,
+            ts=event.ts,
+            actor=event.actor,
+            client=event.client,
+            action=event.action,
+            target=event.target,
+            outcome=event.outcome,
+            details=event.details,
+        )
+    ).hexdigest()
+
+
 def record(
     session: Session,
     *,
@@ -64,18 +80,6 @@ def record(
     prev_hash = last.entry_hash if last is not None else GENESIS
     ts = utcnow()
     details_json = json.dumps(details or {}, sort_keys=True, separators=(",", ":"))
-    entry_hash = hashlib.sha256(
-        _canonical(
-            prev_hash=prev_hash,
-            ts=ts,
-            actor=actor,
-            client=client,
-            action=action,
-            target=target,
-            outcome=outcome,
-            details=details_json,
-        )
-    ).hexdigest()
     event = AuditEvent(
         ts=ts,
         actor=actor,
@@ -85,8 +89,8 @@ def record(
         outcome=outcome,
         details=details_json,
         prev_hash=prev_hash,
-        entry_hash=entry_hash,
     )
+    event.entry_hash = _entry_hash(event)
     session.add(event)
     session.flush()
     return event
@@ -112,19 +116,7 @@ def verify(session: Session) -> VerifyResult:
             return VerifyResult(
                 False, count, prev, "entry removed, inserted or reordered before it", event.id
             )
-        expected = hashlib.sha256(
-            _canonical(
-                prev_hash=event.prev_hash,
-                ts=event.ts,
-                actor=event.actor,
-                client=event.client,
-                action=event.action,
-                target=event.target,
-                outcome=event.outcome,
-                details=event.details,
-            )
-        ).hexdigest()
-        if expected != event.entry_hash:
+        if _entry_hash(event) != event.entry_hash:
             return VerifyResult(False, count, prev, "entry edited", event.id)
         prev = event.entry_hash
         count += 1
