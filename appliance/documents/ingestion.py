@@ -138,9 +138,15 @@ class Parser:
             except Exception as exc:
                 fut.set_exception(exc)
             return fut
-        return self._get_pool().submit(
-            parse_file, path, max_bytes=self.max_bytes, ocr=self.ocr, filename=filename
-        )
+        try:
+            return self._get_pool().submit(
+                parse_file, path, max_bytes=self.max_bytes, ocr=self.ocr, filename=filename
+            )
+        except BrokenProcessPool:  # the idle child died (e.g. the OOM killer): start afresh
+            self.reset()
+            return self._get_pool().submit(
+                parse_file, path, max_bytes=self.max_bytes, ocr=self.ocr, filename=filename
+            )
 
     def reset(self) -> None:
         """Drop a broken child process; the next submit starts a fresh one."""
@@ -333,9 +339,14 @@ class IngestionWorker:
                     fh.write(plain)
                 del plain
                 return _Pending(doc_id, self.parser.submit(path, filename), tmp_dir)
-            except (ApplianceError, FileNotFoundError) as exc:
+            except (ApplianceError, OSError) as exc:
                 shutil.rmtree(tmp_dir, ignore_errors=True)
-                self._fail(doc_id, "missing", f"The stored file can no longer be read ({exc}).")
+                self._fail(
+                    doc_id,
+                    "unreadable",
+                    f"The stored file could not be prepared for parsing ({exc}). If the "
+                    "server's disk or /dev/shm is full, free space and upload it again.",
+                )
         return None
 
     def run_until_idle(self, *, only: set[str] | None = None) -> int:

@@ -248,3 +248,28 @@ def test_work_of_a_live_process_is_left_alone(runtime: Runtime, tmp_path: Path) 
     assert inline_worker(rt).recover().requeued == []
     with rt.sessions() as s:
         assert s.get_one(Document, doc_id).state == "parsing"
+
+
+@pytest.mark.slow
+def test_parser_child_restarts_after_it_dies(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from appliance.documents.ingestion import Parser
+
+    parser = Parser(max_bytes=1 << 20, ocr=False, isolated=True)
+    try:
+        path = _write_policy(tmp_path)
+        assert parser.submit(path, path.name).result(timeout=120).elements
+        pool = parser._pool
+        assert pool is not None
+        for pid in list(pool._processes):  # the idle child is killed (say, by the OOM killer)
+            os.kill(pid, signal.SIGKILL)
+        import time
+
+        time.sleep(1)
+        assert MARKER in " ".join(
+            e.text for e in parser.submit(path, path.name).result(timeout=120).elements
+        )
+    finally:
+        parser.close()
