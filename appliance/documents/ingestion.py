@@ -468,7 +468,9 @@ class IngestionWorker:
                     )
                     session.commit()
                 self._progress(doc_id, EMBEDDING, start + len(part), len(chunks))
-            index.flush()
+            # No index.flush() here: every update is durable in the shard's WAL when it
+            # returns, and a flush builds HNSW while holding the GIL (seconds at 100k
+            # chunks), which would stall the API in the one-process default.
             self._publish(doc_id, len(chunks))
         except IngestError as exc:
             self._fail(doc_id, exc.code, exc.reason)

@@ -49,7 +49,7 @@ from ingest.index import ChunkPoint
 N_USERS = 3
 N_GROUPS = 2
 MAX_DOCS = 6
-EXAMPLES = 145
+EXAMPLES = 180  # ~65 steps each on average: a margin over MIN_TOTAL_STEPS
 STEPS_PER_EXAMPLE = 100
 MIN_TOTAL_STEPS = 10_000
 BUDGET_SECONDS = 300.0
