@@ -39,3 +39,23 @@ class Message(Base):
     sources_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     model: Mapped[str | None] = mapped_column(String(128), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+HELPFUL = "helpful"
+NOT_HELPFUL = "not_helpful"
+RATINGS = (HELPFUL, NOT_HELPFUL)
+
+
+class Feedback(Base):
+    """A user's rating of one answer (one per user and answer; changing it overwrites)."""
+
+    __tablename__ = "message_feedback"
+
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    rating: Mapped[str] = mapped_column(String(16))  # one of RATINGS
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
