@@ -18,15 +18,22 @@ STATUSES = (PENDING, APPROVED, REJECTED, EXPIRED)
 
 
 class ApprovalRequest(Base):
-    """One held action on one document, stored exactly as it will run (kind + JSON params)."""
+    """One held action, stored exactly as it will run (kind + JSON params).
+
+    ``doc_id`` is set for actions on one document (grant, classify); ``target`` names what
+    any action is about (``doc:<id>``, ``user:<id>``, ``audit``) for listing and audit.
+    """
 
     __tablename__ = "approval_requests"
     __table_args__ = (Index("ix_approval_requests_status", "status"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    doc_id: Mapped[str] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
+    doc_id: Mapped[str | None] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), index=True, default=None
+    )
+    target: Mapped[str | None] = mapped_column(String(128), default=None)
     requester_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(16))  # "grant" | "classify"
+    kind: Mapped[str] = mapped_column(String(40))  # a registered action kind
     params: Mapped[str] = mapped_column(Text)  # canonical JSON of the action's arguments
     reason: Mapped[str | None] = mapped_column(String(500), default=None)
     status: Mapped[str] = mapped_column(String(16), default=PENDING)

@@ -75,7 +75,7 @@ class ApprovalOut(BaseModel):
     """An action held for a second admin's approval."""
 
     id: str
-    doc_id: str
+    doc_id: str | None
     kind: str
     params: dict[str, Any]
     reason: str | None

@@ -1,0 +1,1 @@
+"""admin domain: the kill switch (system switches that pause answering, ingestion or writes)."""
