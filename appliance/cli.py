@@ -87,10 +87,61 @@ def _root(
 @app.command("init")
 def init_cmd(
     admin: Annotated[str, typer.Option(help="Username of the first admin.")] = "admin",
+    admin_password_file: Annotated[
+        Path | None,
+        typer.Option(
+            help=(
+                "Give the first admin the password in this file (e.g. placed from Ansible "
+                "Vault) instead of a printed one-time password. Used only when the admin is "
+                "created; never printed. It must still be changed at first sign-in."
+            ),
+        ),
+    ] = None,
 ) -> None:
     """Create the data dir, key file, key store, database and first admin (idempotent)."""
+    from appliance.auth.passwords import check_policy
+
     settings = _settings()
+    initial_password = None
+    if admin_password_file is not None:
+        try:
+            # One trailing newline (echo, editors) is not part of the password.
+            initial_password = admin_password_file.read_text("utf-8").removesuffix("\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise typer.BadParameter(
+                f"cannot read {admin_password_file} ({type(exc).__name__}); "
+                "give a readable UTF-8 file holding the password.",
+                param_hint="--admin-password-file",
+            ) from None
+        # Checked before anything is created, so a bad password leaves nothing half-done.
+        check_policy(initial_password, username=admin)
     report = init(settings, admin_username=admin)
+    if report.admin_password and initial_password is not None:
+        from sqlalchemy.orm import Session
+
+        from appliance.audit import service as audit
+        from appliance.auth.passwords import hash_password
+        from appliance.auth.tables import User
+        from appliance.db import make_engine
+
+        engine = make_engine(settings.database_url)
+        try:
+            with Session(engine) as session:
+                user = session.execute(
+                    select(User).where(User.username == report.admin_username)
+                ).scalar_one()
+                user.password_hash = hash_password(initial_password)
+                user.must_change_password = True  # the vault copy must not stay a live login
+                audit.record(
+                    session,
+                    actor=_operator(),
+                    action="user.initial_password",
+                    target=f"user:{user.id}",
+                    details={"source": "file"},
+                )
+                session.commit()
+        finally:
+            engine.dispose()
     out.print(
         f"data dir   {settings.data_dir}" + ("  (created)" if report.created_data_dir else "")
     )
@@ -99,7 +150,14 @@ def init_cmd(
     )
     out.print(f"key store  {settings.keystore_path}")
     out.print(f"database   {masked_dump(settings)['effective']['database_url']}  (migrated)")
-    if report.admin_password:
+    if report.admin_password and initial_password is not None:
+        out.print(
+            f"\n[bold]First admin created.[/bold] Username: [bold]{report.admin_username}[/bold]  "
+            f"Password: the one in {admin_password_file} (not shown).\n"
+            "It must be changed at first sign-in. "
+            "If you lose it, run `appliance users reset-password admin`."
+        )
+    elif report.admin_password:
         out.print(
             f"\n[bold]First admin created.[/bold] Username: [bold]{report.admin_username}[/bold]  "
             f"One-time password: [bold]{report.admin_password}[/bold]\n"
