@@ -22,8 +22,9 @@ from appliance.auth.tables import User
 from appliance.chat import prompt
 from appliance.chat.citations import CitationFilter
 from appliance.chat.queue import FairScheduler
+from appliance.chat.render import render_answer
 from appliance.chat.retrieval import Source, readable_document_ids, retrieve
-from appliance.chat.tables import CHAT_KEY, Conversation, Message
+from appliance.chat.tables import CHAT_KEY, Conversation, Feedback, Message
 from appliance.db import utcnow
 from appliance.errors import InvalidInput, NotFound, PermissionDenied
 from appliance.runtime import Runtime
@@ -253,7 +254,7 @@ def answer(
     cited_public = [{**s.public(), "marker": s.rank} for s in cited]
     with rt.sessions() as session:
         conv = session.get_one(Conversation, conv_id)
-        _store_message(
+        stored = _store_message(
             rt,
             session,
             conv,
@@ -283,8 +284,20 @@ def answer(
             },
         )
         session.commit()
+        message_id = stored.id
     yield Event("sources", {"sources": cited_public})
-    yield Event("done", {"conversation": conv_id, "timings": timings, "stopped": stopped})
+    yield Event(
+        "done",
+        {
+            "conversation": conv_id,
+            "message_id": message_id,
+            # The page shows tokens as plain text while they stream, then swaps in this
+            # server-sanitised rendering of the whole answer (render.py).
+            "html": render_answer("".join(text_parts), [s.rank for s in cited]),
+            "timings": timings,
+            "stopped": stopped,
+        },
+    )
 
 
 # -- conversations -------------------------------------------------------------------
@@ -330,22 +343,34 @@ def show_conversation(rt: Runtime, session: Session, user: User, conv_id: str) -
         cited_ids.update(s["doc_id"] for s in sources)
         decoded.append((m, sources))
     readable = readable_document_ids(session, cited_ids, users.principals_for(session, user))
+    ratings: dict[int, str] = {
+        message_id: rating
+        for message_id, rating in session.execute(
+            select(Feedback.message_id, Feedback.rating).where(
+                Feedback.user_id == user.id,
+                Feedback.message_id.in_([m.id for m in messages if m.role == "assistant"]),
+            )
+        )
+    }
     out = []
     for m, sources in decoded:
         shown = [
             s if s["doc_id"] in readable else {"marker": s.get("marker"), "status": UNAVAILABLE}
             for s in sources
         ]
-        out.append(
-            {
-                "id": m.id,
-                "role": m.role,
-                "text": decrypt_for(rt, user.id, _place(conv.id, f"message:{m.id}"), m.content_ct),
-                "sources": shown,
-                "model": m.model,
-                "created_at": m.created_at.isoformat(),
-            }
-        )
+        text = decrypt_for(rt, user.id, _place(conv.id, f"message:{m.id}"), m.content_ct)
+        item: dict[str, Any] = {
+            "id": m.id,
+            "role": m.role,
+            "text": text,
+            "sources": shown,
+            "model": m.model,
+            "created_at": m.created_at.isoformat(),
+        }
+        if m.role == "assistant":
+            item["html"] = render_answer(text, [s["marker"] for s in shown if "doc_id" in s])
+            item["feedback"] = ratings.get(m.id)
+        out.append(item)
     return {
         "id": conv.id,
         "title": decrypt_for(rt, user.id, _place(conv.id, "title"), conv.title_ct),

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import Request, Response
+from fastapi import Path, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from appliance.chat import pipeline
+from appliance.chat import pipeline, service
 from appliance.deps import CurrentUser, RuntimeDep, SessionDep, client_address, protected_router
 
 router = protected_router(prefix="/api", tags=["chat"])
@@ -24,6 +24,14 @@ class ChatIn(BaseModel):
 
     question: str = Field(min_length=1, max_length=pipeline.MAX_QUESTION_CHARS)
     conversation_id: str | None = Field(None, max_length=32)
+
+
+class FeedbackIn(BaseModel):
+    """A rating of an answer; null clears it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rating: Literal["helpful", "not_helpful"] | None
 
 
 class RenameIn(BaseModel):
@@ -39,7 +47,9 @@ SSE_DOC: dict[int | str, dict[str, Any]] = {
         "description": (
             "A stream of Server-Sent Events: `conversation` {id}; `queue` {position} while "
             "waiting for the model; `token` {text} pieces of the answer; `sources` {sources} "
-            "the passages the answer cites; `done` {conversation, timings, stopped}; "
+            "the passages the answer cites; `done` {conversation, message_id, html, timings, "
+            "stopped} where `html` is the whole answer as sanitised HTML (Markdown rendered "
+            "on the server, links inert, no images, citation markers as buttons); "
             "`error` {error, message} if the answer failed after it started."
         ),
         "content": {"text/event-stream": {}},
@@ -132,5 +142,21 @@ def rename(
 def remove(conversation_id: str, user: CurrentUser, session: SessionDep) -> Response:
     """Delete one of your conversations and its messages."""
     pipeline.delete_conversation(session, user, conversation_id)
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.put("/chat/messages/{message_id}/feedback", status_code=204)
+def feedback(
+    message_id: Annotated[int, Path(ge=1, le=2**62)],
+    body: FeedbackIn,
+    user: CurrentUser,
+    session: SessionDep,
+) -> Response:
+    """Rate one of your answers `helpful` or `not_helpful` (null clears the rating).
+
+    Rating again replaces the earlier rating. Answers in others' conversations are 404.
+    """
+    service.rate_answer(session=session, user=user, message_id=message_id, rating=body.rating)
     session.commit()
     return Response(status_code=204)
