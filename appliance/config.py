@@ -234,6 +234,35 @@ class AclSettings(_Section):
     )
 
 
+class ApprovalSettings(_Section):
+    """Which consequential admin actions wait for a second admin's approval."""
+
+    required: list[str] = Field(
+        default_factory=lambda: [
+            "self_grant_confidential",
+            "make_admin",
+            "lift_legal_hold",
+            "bulk_delete",
+            "audit_export",
+        ],
+        description=(
+            "Kinds of action held for a second admin: self_grant_confidential (an admin giving "
+            "themselves read on a confidential or personal document), make_admin, "
+            "lift_legal_hold, bulk_delete, audit_export (through the API; the operator's CLI "
+            "exports directly). Remove a kind to let one admin do it alone (still audited)."
+        ),
+    )
+    expiry_hours: int | None = Field(
+        None,
+        ge=1,
+        le=24 * 30,
+        description=(
+            "Hours a request waits for a decision (and an approved export stays usable) "
+            "before it expires. Empty means acl.approval_expiry_hours."
+        ),
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of the appliance."""
 
@@ -267,6 +296,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
     chat: ChatSettings = Field(default_factory=ChatSettings)  # type: ignore[arg-type]
     acl: AclSettings = Field(default_factory=AclSettings)  # type: ignore[arg-type]
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

@@ -1,15 +1,24 @@
 """Approval requests: held admin actions that a different admin approves (once) or rejects.
 
-A request stores the exact action (kind and JSON parameters). Approval flips the status
-from pending with one conditional UPDATE and runs the action in the same transaction, so
-two admins approving at once run it once. Requests expire after `acl.approval_expiry_hours`.
+A request stores the exact action: a registered *kind* and its JSON parameters. Approval
+flips the status from pending with one conditional UPDATE and runs the kind's executor in the
+same transaction, so two admins approving at once run it once, and a failing executor leaves
+the request pending. Requests expire (`approvals.expiry_hours`); the requester cannot approve.
+
+Other domains register the executors of their kinds once, at import time of their service
+module (see `register`). Which kinds need an approval at all is configured in
+`approvals.required` (`needs_approval`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import json
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -24,11 +33,135 @@ from appliance.approvals.tables import (
 )
 from appliance.audit import service as audit
 from appliance.auth.tables import User
-from appliance.documents.tables import Document
 from appliance.errors import InvalidInput, NotFound, PermissionDenied
-from ingest.index import VectorIndex
 
-KINDS = ("grant", "classify")
+if TYPE_CHECKING:
+    from appliance.config import Settings
+    from appliance.documents.tables import Document
+    from appliance.runtime import Runtime
+    from ingest.index import VectorIndex
+
+Executor = Callable[[Session, dict[str, Any], User, dt.datetime], None]
+"""Runs an approved action: ``run(session, params, approver, now)``."""
+
+# Kinds held for approval (the `approvals.required` setting) and what each one is about.
+SELF_GRANT_CONFIDENTIAL = "self_grant_confidential"
+MAKE_ADMIN = "make_admin"
+LIFT_LEGAL_HOLD = "lift_legal_hold"
+BULK_DELETE = "bulk_delete"
+AUDIT_EXPORT = "audit_export"
+CONSEQUENTIAL = (SELF_GRANT_CONFIDENTIAL, MAKE_ADMIN, LIFT_LEGAL_HOLD, BULK_DELETE, AUDIT_EXPORT)
+
+
+@dataclass(frozen=True)
+class _Registered:
+    run: Executor
+    deferred: bool
+
+
+_registry: dict[str, _Registered] = {}
+
+
+def register(kind: str, run: Executor, *, deferred: bool = False) -> None:
+    """Register the executor of an approval kind (call once, at import time of your module).
+
+    ``run(session, params, approver, now)`` gets the request's stored parameters exactly as
+    they were requested, the approving admin and the approval time. It runs inside the
+    approval's transaction: raise an `ApplianceError` to refuse (the request stays pending)
+    and do not commit; the approval commits after it returns. Audit the effect as usual
+    (`current()` gives the request id and the requester to name in details).
+
+    ``deferred=True`` kinds run nothing at approval: the requester redeems the approval once
+    later (`redeem`), e.g. downloading an approved audit export.
+
+    Example (in ``appliance/retention/service.py``)::
+
+        from appliance.approvals import service as approvals
+
+        def _lift_hold(session, params, approver, now):
+            doc = session.get(Document, params["doc_id"])
+            ...  # lift it; audit it naming approvals.current().request.id
+
+        approvals.register("lift_legal_hold", _lift_hold)
+
+    and where the action is asked for::
+
+        if approvals.needs_approval(settings, "lift_legal_hold"):
+            req = approvals.request(session=s, kind="lift_legal_hold", target=f"doc:{doc.id}",
+                                    params={"doc_id": doc.id}, requester=admin, now=now,
+                                    expiry_hours=approvals.expiry_hours(settings))
+    """
+    existing = _registry.get(kind)
+    if existing is not None and existing.run is not run:
+        raise ValueError(f"approval kind {kind!r} is registered already")
+    if not kind or len(kind) > 40:
+        raise ValueError("an approval kind has 1-40 characters")
+    _registry[kind] = _Registered(run=run, deferred=deferred)
+
+
+def kinds() -> list[str]:
+    """The registered kinds."""
+    _load_builtins()
+    return sorted(_registry)
+
+
+def _load_builtins() -> None:
+    # The built-in executors (grant, classify, make_admin, audit_export) live beside the
+    # domains they drive; importing them registers them.
+    from appliance.approvals import actions  # noqa: F401
+
+
+def needs_approval(settings: Settings, kind: str) -> bool:
+    """Whether this kind of action is configured to need a second admin's approval."""
+    return kind in settings.approvals.required
+
+
+def expiry_hours(settings: Settings) -> int:
+    """Hours a request waits for a decision (`approvals.expiry_hours`, else the acl one)."""
+    hours = settings.approvals.expiry_hours
+    return hours if hours is not None else settings.acl.approval_expiry_hours
+
+
+@dataclass(frozen=True)
+class ApprovalContext:
+    """What an executor may need beyond its arguments, while it runs."""
+
+    request: ApprovalRequest
+    requester: User
+    approver: User
+    now: dt.datetime
+    index: VectorIndex | None = None
+    runtime: Runtime | None = None
+
+    def need_index(self) -> VectorIndex:
+        """The vector index (approvals from the API and CLI always pass one)."""
+        if self.index is not None:
+            return self.index
+        if self.runtime is not None:
+            return self.runtime.index()
+        raise InvalidInput("This approval needs the vector index; approve it from the API.")
+
+
+_current: contextvars.ContextVar[ApprovalContext | None] = contextvars.ContextVar(
+    "approval", default=None
+)
+
+
+def current() -> ApprovalContext:
+    """The approval whose executor is running now (only valid inside an executor)."""
+    ctx = _current.get()
+    if ctx is None:
+        raise RuntimeError("approvals.current() called outside an approval executor")
+    return ctx
+
+
+@contextmanager
+def _running(ctx: ApprovalContext) -> Iterator[None]:
+    token = _current.set(ctx)
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 def params_of(req: ApprovalRequest) -> dict[str, Any]:
@@ -44,21 +177,27 @@ def _canonical(params: dict[str, Any]) -> str:
 def request(
     *,
     session: Session,
-    doc: Document,
     kind: str,
     params: dict[str, Any],
     requester: User,
     now: dt.datetime,
     expiry_hours: int,
+    doc: Document | None = None,
+    target: str | None = None,
     reason: str | None = None,
 ) -> ApprovalRequest:
     """Hold an action for approval (the same pending action is not requested twice); audited."""
-    if kind not in KINDS:
-        raise InvalidInput("A request is for a 'grant' or a 'classify' action.")
+    _load_builtins()
+    if kind not in _registry:
+        raise InvalidInput(f"Unknown kind of request {kind!r}. Kinds: {', '.join(kinds())}.")
     canonical = _canonical(params)
+    if target is None and doc is not None:
+        target = f"doc:{doc.id}"
     existing = session.execute(
         select(ApprovalRequest).where(
-            ApprovalRequest.doc_id == doc.id,
+            ApprovalRequest.doc_id == doc.id
+            if doc is not None
+            else ApprovalRequest.target == target,
             ApprovalRequest.requester_id == requester.id,
             ApprovalRequest.kind == kind,
             ApprovalRequest.params == canonical,
@@ -69,7 +208,8 @@ def request(
     if existing is not None:
         return existing
     req = ApprovalRequest(
-        doc_id=doc.id,
+        doc_id=doc.id if doc is not None else None,
+        target=target,
         requester_id=requester.id,
         kind=kind,
         params=canonical,
@@ -80,12 +220,15 @@ def request(
     )
     session.add(req)
     session.flush()
+    details: dict[str, Any] = {"kind": kind, "params": params, "for": target}
+    if doc is not None:
+        details["doc"] = doc.id
     audit.record(
         session,
         actor=requester.principal,
         action="approval.request",
         target=f"approval:{req.id}",
-        details={"doc": doc.id, "kind": kind, **params},
+        details=details,
     )
     return req
 
@@ -103,7 +246,11 @@ def expire_due(session: Session, *, now: dt.datetime) -> int:
         req.status = EXPIRED
         req.decided_at = now
         audit.record(
-            session, actor="system:approvals", action="approval.expire", target=f"approval:{req.id}"
+            session,
+            actor="system:approvals",
+            action="approval.expire",
+            target=f"approval:{req.id}",
+            details={"kind": req.kind},
         )
     session.flush()
     return len(due)
@@ -127,13 +274,16 @@ def get_request(session: Session, request_id: str) -> ApprovalRequest:
     """One request, or NotFound."""
     req = session.get(ApprovalRequest, request_id)
     if req is None:
-        raise NotFound("No such approval request. List them with GET /api/approvals.")
+        raise NotFound(
+            "No such approval request. List them with GET /api/admin/approvals "
+            "or `appliance approvals list`."
+        )
     return req
 
 
 def _decidable(session: Session, req: ApprovalRequest, decider: User, now: dt.datetime) -> None:
     if not decider.is_admin or not decider.is_active:
-        raise PermissionDenied("Only an admin decides approval requests.")
+        raise PermissionDenied("Only an active admin decides approval requests.")
     if req.status == PENDING and req.expires_at <= now:
         expire_due(session, now=now)
         session.commit()
@@ -142,12 +292,16 @@ def _decidable(session: Session, req: ApprovalRequest, decider: User, now: dt.da
 
 
 def approve(
-    *, session: Session, index: VectorIndex, request_id: str, approver: User, now: dt.datetime
+    *,
+    session: Session,
+    request_id: str,
+    approver: User,
+    now: dt.datetime,
+    index: VectorIndex | None = None,
+    runtime: Runtime | None = None,
 ) -> ApprovalRequest:
     """Approve another admin's request and run its action, exactly once; audited."""
-    # Imported here: acl.service creates requests through this module.
-    from appliance.acl import service as acl
-
+    _load_builtins()
     req = get_request(session, request_id)
     if req.requester_id == approver.id:
         raise PermissionDenied("You cannot approve your own request; another admin must.")
@@ -155,10 +309,21 @@ def approve(
     requester = session.get(User, req.requester_id)
     if requester is None:
         raise NotFound("The admin who made this request no longer exists.")
+    registered = _registry.get(req.kind)
+    if registered is None:
+        raise InvalidInput(
+            f"No executor is registered for requests of kind {req.kind!r}; "
+            "this appliance version cannot run it. Reject it instead."
+        )
     claimed = session.execute(
         update(ApprovalRequest)
         .where(ApprovalRequest.id == req.id, ApprovalRequest.status == PENDING)
-        .values(status=APPROVED, decided_by=approver.id, decided_at=now, executed_at=now)
+        .values(
+            status=APPROVED,
+            decided_by=approver.id,
+            decided_at=now,
+            executed_at=None if registered.deferred else now,
+        )
     )
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
@@ -168,14 +333,68 @@ def approve(
         actor=approver.principal,
         action="approval.approve",
         target=f"approval:{req.id}",
-        details={"doc": req.doc_id, "kind": req.kind, "requester": requester.principal},
+        details={
+            "doc": req.doc_id,
+            "kind": req.kind,
+            "for": req.target,
+            "requester": requester.principal,
+        },
     )
-    try:
-        acl.run_approved(session=session, index=index, req=req, requester=requester)
-    except Exception:
-        session.rollback()  # the request stays pending: nothing ran
-        raise
+    if not registered.deferred:
+        ctx = ApprovalContext(
+            request=req,
+            requester=requester,
+            approver=approver,
+            now=now,
+            index=index,
+            runtime=runtime,
+        )
+        try:
+            with _running(ctx):
+                registered.run(session, params_of(req), approver, now)
+        except Exception:
+            session.rollback()  # the request stays pending: nothing ran
+            raise
     session.commit()
+    session.refresh(req)
+    return req
+
+
+def redeem(
+    *, session: Session, request_id: str, kind: str, user: User, now: dt.datetime
+) -> ApprovalRequest:
+    """Use an approved deferred request once (its requester, before it expires); audited."""
+    req = get_request(session, request_id)
+    if req.kind != kind:
+        raise InvalidInput(f"Approval request {req.id} is for {req.kind!r}, not {kind!r}.")
+    if req.requester_id != user.id:
+        raise PermissionDenied("Only the admin who asked for this approval can use it.")
+    if req.status != APPROVED:
+        raise PermissionDenied(
+            f"This request is {req.status}; it needs a second admin's approval before use."
+        )
+    if req.expires_at <= now:
+        raise PermissionDenied("This approval has expired. Ask for a new one.")
+    used = session.execute(
+        update(ApprovalRequest)
+        .where(
+            ApprovalRequest.id == req.id,
+            ApprovalRequest.status == APPROVED,
+            ApprovalRequest.executed_at.is_(None),
+        )
+        .values(executed_at=now)
+    )
+    if used.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise PermissionDenied("This approval was used already; each one is good for once.")
+    audit.record(
+        session,
+        actor=user.principal,
+        action="approval.redeem",
+        target=f"approval:{req.id}",
+        details={"kind": req.kind},
+    )
+    session.flush()
     session.refresh(req)
     return req
 
@@ -199,7 +418,7 @@ def reject(
         actor=decider.principal,
         action="approval.reject",
         target=f"approval:{req.id}",
-        details={"doc": req.doc_id, "kind": req.kind},
+        details={"doc": req.doc_id, "kind": req.kind, "for": req.target},
     )
     session.commit()
     session.refresh(req)
