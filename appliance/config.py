@@ -147,6 +147,64 @@ class JobSettings(_Section):
     cleanup_interval_seconds: int = Field(
         3600, ge=10, description="How often orphaned index points and temp files are removed."
     )
+    retention_interval_seconds: int = Field(
+        3600,
+        ge=10,
+        description=(
+            "How often the retention job deletes what its policies say is due "
+            "(documents, chat history, expired sessions, old audit entries)."
+        ),
+    )
+    lease_seconds: int = Field(
+        300,
+        ge=10,
+        description=(
+            "A job's lease in the database: with several processes only the holder runs the "
+            "job; it renews the lease while it works, and a crashed holder's lease expires."
+        ),
+    )
+
+
+class RetentionSettings(_Section):
+    """Retention policies: how long things are kept (admins can override them in the app).
+
+    Days count from a document's upload, a chat message's time, a session's end and an
+    audit entry's time. Empty (or 0) means keep forever.
+    """
+
+    public_days: int | None = Field(
+        None, ge=0, description="Days a public document is kept; empty keeps it forever."
+    )
+    internal_days: int | None = Field(
+        None, ge=0, description="Days an internal document is kept; empty keeps it forever."
+    )
+    confidential_days: int | None = Field(
+        None, ge=0, description="Days a confidential document is kept; empty keeps it forever."
+    )
+    personal_days: int | None = Field(
+        None, ge=0, description="Days a personal document is kept; empty keeps it forever."
+    )
+    chat_history_days: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "Days chat messages are kept; older ones, and conversations left empty, are "
+            "deleted. Empty keeps chat history forever."
+        ),
+    )
+    session_days: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Days an ended (expired) sign-in session's row is kept before the retention job "
+            "removes it; 0 removes it at the next run. An ended session never signs anyone in."
+        ),
+    )
+    audit_log_days: int | None = Field(
+        2555,
+        ge=0,
+        description="Days audit entries are kept (2555: about 7 years); empty keeps them forever.",
+    )
 
 
 class AuthSettings(_Section):
@@ -297,6 +355,7 @@ class Settings(BaseSettings):
     chat: ChatSettings = Field(default_factory=ChatSettings)  # type: ignore[arg-type]
     acl: AclSettings = Field(default_factory=AclSettings)  # type: ignore[arg-type]
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)  # type: ignore[arg-type]
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

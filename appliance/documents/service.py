@@ -21,7 +21,8 @@ from appliance.documents.tables import (
     Document,
     DocumentGrant,
 )
-from appliance.errors import InvalidInput, NotFound
+from appliance.errors import InvalidInput, NotFound, PermissionDenied
+from appliance.retention.tables import LegalHold
 from ingest.index import VectorIndex
 
 DOC_KEY = "doc"  # key-store kind of a document's data key
@@ -155,7 +156,25 @@ def resolve_document(session: Session, crypto: Crypto, ref: str) -> Document:
 
 
 def begin_delete(*, session: Session, index: VectorIndex, doc: Document, actor: str) -> None:
-    """First step of deletion: mark DELETING and hide the chunks from every search."""
+    """First step of deletion: mark DELETING and hide the chunks from every search.
+
+    A document under legal hold is refused here, so no path (user, admin, retention job,
+    user erasure) can delete it.
+    """
+    if session.get(LegalHold, doc.id) is not None:
+        audit.record(
+            session,
+            actor=actor,
+            action="document.delete",
+            target=f"doc:{doc.id}",
+            outcome="refused",
+            details={"reason": "legal_hold"},
+        )
+        session.commit()
+        raise PermissionDenied(
+            "This document is under legal hold and cannot be deleted until an admin lifts "
+            "the hold."
+        )
     doc.state = DELETING
     audit.record(session, actor=actor, action="document.delete", target=f"doc:{doc.id}")
     session.commit()

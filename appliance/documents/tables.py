@@ -49,6 +49,8 @@ class Document(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     indexed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # Deleted by the retention job after this moment (replaces the classification's period).
+    retain_until: Mapped[dt.datetime | None] = mapped_column(default=None)
 
 
 class DocumentGrant(Base):

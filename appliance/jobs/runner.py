@@ -1,32 +1,49 @@
-"""In-process background work for the embedded default: the ingestion worker and cleanup."""
+"""In-process background work for the embedded default: the ingestion worker and the jobs."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
+from collections.abc import Callable
 
 from appliance.auth import sessions
 from appliance.db import utcnow
 from appliance.documents.ingestion import IngestionWorker
+from appliance.jobs.registry import JOBS, RunResult, due, run_job
 from appliance.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
 class JobRunner:
-    """Starts the ingestion worker (after crash recovery) and the periodic cleanup."""
+    """Starts the ingestion worker (after crash recovery) and the scheduled jobs.
 
-    def __init__(self, rt: Runtime, *, stop: threading.Event | None = None) -> None:
+    Each scheduled job (cleanup, retention) runs when its interval has passed since its last
+    run by any process, under its database lease: with several processes only one runs it.
+    """
+
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        stop: threading.Event | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+        poll_seconds: float | None = None,
+    ) -> None:
         self.rt = rt
         self.stop_event = stop or threading.Event()
         self.worker = IngestionWorker(rt)
         self.threads: list[threading.Thread] = []
+        self.clock = clock
+        intervals = [job.interval(rt.settings) for job in JOBS.values()]
+        self.poll_seconds = poll_seconds or min(60.0, *map(float, intervals))
 
     def start(self) -> None:
         """Start the threads (daemon: they never block interpreter exit)."""
         self.threads = [
             threading.Thread(target=self._ingest, name="ingest-worker", daemon=True),
-            threading.Thread(target=self._cleanup, name="cleanup-job", daemon=True),
+            threading.Thread(target=self._schedule, name="scheduled-jobs", daemon=True),
         ]
         for t in self.threads:
             t.start()
@@ -46,14 +63,23 @@ class JobRunner:
         finally:
             self.worker.close()
 
-    def _cleanup(self) -> None:
-        interval = self.rt.settings.jobs.cleanup_interval_seconds
-        while not self.stop_event.wait(interval):
+    def _schedule(self) -> None:
+        # The first check waits one poll: the worker's own recovery runs at start-up.
+        while not self.stop_event.wait(self.poll_seconds):
+            self.run_due()
+
+    def run_due(self) -> list[RunResult]:
+        """Run every job whose interval has passed (skipped while another process runs it)."""
+        results = []
+        for job in JOBS.values():
+            if self.stop_event.is_set():
+                break
             try:
-                self.worker.recover()
-                purge_sessions(self.rt)
+                if due(self.rt, job, now=utcnow()):
+                    results.append(run_job(self.rt, job.name, now=self.clock()))
             except Exception:
-                log.exception("cleanup job failed; it runs again in %s s", interval)
+                log.exception("job %s failed; it runs again when next due", job.name)
+        return results
 
     def stop(self, timeout: float = 30) -> None:
         """Ask the threads to stop and wait for them."""

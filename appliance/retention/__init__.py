@@ -1,0 +1,1 @@
+"""Retention: per-classification policies, retain-until dates, legal holds, the retention job."""

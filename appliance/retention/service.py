@@ -1,0 +1,418 @@
+"""Retention: effective policies, retain-until dates, legal holds, and what the job deletes.
+
+The effective policy is an admin's override (table ``retention_policies``) where there is
+one, else the setting (``[retention]``). A document is due when its own ``retain_until``
+has passed, or, without one, when its classification's period since upload has passed.
+A document under legal hold is never deleted: `documents.service.begin_delete` refuses it,
+so every path (user, admin, job, erasure) is covered in one place.
+
+Documents are deleted through the one deletion path (hide, then shred the key and remove
+points, blob and rows); a run that stopped half-way leaves documents in DELETING, which the
+next run (or the cleanup job) finishes first. Everything here is idempotent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, or_, select
+from sqlalchemy.orm import Session
+
+from appliance.audit import service as audit
+from appliance.auth import sessions as auth_sessions
+from appliance.chat.tables import CHAT_KEY, Conversation, Message
+from appliance.config import RetentionSettings, Settings
+from appliance.documents import service as docs
+from appliance.documents.tables import DELETING, FAILED, INDEXED, QUEUED, Document
+from appliance.errors import InvalidInput, NotFound
+from appliance.retention.tables import LegalHold, RetentionPolicy
+from appliance.runtime import Runtime
+
+SYSTEM_ACTOR = "system:retention"
+CLASSIFICATION_KEYS = {
+    "public": "public_days",
+    "internal": "internal_days",
+    "confidential": "confidential_days",
+    "personal": "personal_days",
+}
+POLICY_KEYS = tuple(RetentionSettings.model_fields)
+# Documents the job may delete; work in progress is left to the next run.
+DELETABLE = (QUEUED, INDEXED, FAILED)
+UNAVAILABLE = "no longer available"
+
+Checkpoint = Callable[[], None]
+
+
+def _noop() -> None:
+    return None
+
+
+# -- policies ------------------------------------------------------------------------------
+
+
+def _check_value(key: str, value: Any) -> int | None:
+    if key not in POLICY_KEYS:
+        raise InvalidInput(f"Unknown retention policy {key!r}. Policies: {', '.join(POLICY_KEYS)}.")
+    if value is None:
+        if key == "session_days":
+            raise InvalidInput("session_days is a number of days (0 or more).")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 365_000:
+        raise InvalidInput(f"{key} is a whole number of days from 0 to 365000, or null.")
+    if value == 0 and key != "session_days":
+        return None  # 0 means keep forever, stored as such
+    return value
+
+
+def overrides(session: Session) -> dict[str, RetentionPolicy]:
+    """The admins' overrides, by key."""
+    return {r.key: r for r in session.execute(select(RetentionPolicy)).scalars()}
+
+
+def effective_policy(session: Session, settings: Settings) -> dict[str, int | None]:
+    """Each policy's value now: the admin's override if any, else the setting."""
+    values: dict[str, int | None] = {
+        k: _check_value(k, getattr(settings.retention, k)) for k in POLICY_KEYS
+    }
+    for key, row in overrides(session).items():
+        if key in values:
+            values[key] = json.loads(row.value)
+    return values
+
+
+def set_policy(
+    *,
+    session: Session,
+    settings: Settings,
+    changes: dict[str, int | None],
+    reset: list[str],
+    actor: str,
+    now: dt.datetime,
+) -> dict[str, int | None]:
+    """Override some policies (null keeps forever) and drop others' overrides; audited."""
+    checked = {k: _check_value(k, v) for k, v in changes.items()}
+    for key in reset:
+        _check_value(key, 0)
+        if key in checked:
+            raise InvalidInput(f"{key} is both set and reset; choose one.")
+    before = effective_policy(session, settings)
+    for key in reset:
+        session.execute(delete(RetentionPolicy).where(RetentionPolicy.key == key))
+    for key, value in checked.items():
+        row = session.get(RetentionPolicy, key)
+        if row is None:
+            row = RetentionPolicy(key=key, value="null", updated_by=actor, updated_at=now)
+            session.add(row)
+        row.value = json.dumps(value)
+        row.updated_by = actor
+        row.updated_at = now
+    session.flush()
+    after = effective_policy(session, settings)
+    changed = {k: {"from": before[k], "to": after[k]} for k in POLICY_KEYS if before[k] != after[k]}
+    audit.record(
+        session,
+        actor=actor,
+        action="retention.policy",
+        target="retention",
+        details={"changed": changed, "reset": sorted(reset)},
+    )
+    return after
+
+
+# -- legal hold and retain-until -----------------------------------------------------------
+
+
+def is_held(session: Session, doc_id: str) -> bool:
+    """Whether a document is under legal hold."""
+    return session.get(LegalHold, doc_id) is not None
+
+
+def _live(session: Session, doc_id: str) -> Document:
+    doc = session.get(Document, doc_id)
+    if doc is None or doc.state == DELETING:
+        raise NotFound("No such document.")
+    return doc
+
+
+def place_hold(
+    *, session: Session, doc_id: str, actor: str, now: dt.datetime, reason: str | None = None
+) -> bool:
+    """Put a document under legal hold (False if it already is); audited."""
+    doc = _live(session, doc_id)
+    if is_held(session, doc.id):
+        return False
+    session.add(LegalHold(doc_id=doc.id, placed_by=actor, placed_at=now, reason=reason))
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="document.legal_hold",
+        target=f"doc:{doc.id}",
+        details={"reason": bool(reason)},
+    )
+    return True
+
+
+def lift_hold(*, session: Session, doc_id: str, actor: str, approval_id: str | None = None) -> bool:
+    """Lift a document's legal hold (False if it had none); audited."""
+    hold = session.get(LegalHold, doc_id)
+    if hold is None:
+        _live(session, doc_id)
+        return False
+    session.delete(hold)
+    session.flush()
+    details: dict[str, Any] = {"placed_by": hold.placed_by}
+    if approval_id is not None:
+        details["approval"] = approval_id
+    audit.record(
+        session,
+        actor=actor,
+        action="document.legal_hold_lift",
+        target=f"doc:{doc_id}",
+        details=details,
+    )
+    return True
+
+
+def set_retain_until(
+    *, session: Session, doc_id: str, until: dt.datetime | None, actor: str
+) -> Document:
+    """Set (or clear, with None) the moment after which the retention job deletes it."""
+    doc = _live(session, doc_id)
+    if until is not None and until.tzinfo is None:
+        raise InvalidInput("Give retain_until with a time zone, e.g. 2030-01-01T00:00:00Z.")
+    before = doc.retain_until
+    doc.retain_until = until.astimezone(dt.UTC) if until is not None else None
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="document.retain_until",
+        target=f"doc:{doc.id}",
+        details={
+            "from": before.isoformat() if before else None,
+            "to": doc.retain_until.isoformat() if doc.retain_until else None,
+        },
+    )
+    return doc
+
+
+# -- what is due ---------------------------------------------------------------------------
+
+
+def _due_condition(policy: dict[str, int | None], now: dt.datetime) -> Any:
+    own = and_(Document.retain_until.is_not(None), Document.retain_until <= now)
+    by_class = [
+        and_(
+            Document.retain_until.is_(None),
+            Document.classification == classification,
+            Document.created_at <= now - dt.timedelta(days=days),
+        )
+        for classification, key in CLASSIFICATION_KEYS.items()
+        if (days := policy.get(key))
+    ]
+    return or_(own, *by_class)
+
+
+def due_documents(
+    session: Session, *, policy: dict[str, int | None], now: dt.datetime
+) -> tuple[list[str], list[str]]:
+    """Documents due for deletion now: (deletable ids, ids kept because of a legal hold)."""
+    rows = session.execute(
+        select(Document.id, LegalHold.doc_id)
+        .outerjoin(LegalHold, LegalHold.doc_id == Document.id)
+        .where(Document.state.in_(DELETABLE), _due_condition(policy, now))
+        .order_by(Document.created_at, Document.id)
+    ).all()
+    return [d for d, h in rows if h is None], [d for d, h in rows if h is not None]
+
+
+def delete_one(rt: Runtime, doc_id: str, *, actor: str) -> bool:
+    """Delete one document through the deletion path; False if it is gone or held meanwhile."""
+    from appliance.acl import service as acl
+
+    index = rt.index()
+    with rt.sessions() as session:
+        doc = session.get(Document, doc_id)
+        if doc is None:
+            return False
+        if doc.state == DELETING:
+            docs.finish_delete(
+                session=session, index=index, crypto=rt.crypto, blobs=rt.blobs, doc_id=doc_id
+            )
+            return True
+        if is_held(session, doc_id):
+            return False
+        acl.delete_document(
+            session=session, index=index, crypto=rt.crypto, blobs=rt.blobs, doc=doc, actor=actor
+        )
+    return True
+
+
+def finish_interrupted(rt: Runtime, checkpoint: Checkpoint = _noop) -> int:
+    """Finish deletions a crash interrupted (documents left in DELETING)."""
+    index = rt.index()
+    with rt.sessions() as session:
+        pending = list(
+            session.execute(select(Document.id).where(Document.state == DELETING)).scalars()
+        )
+    for doc_id in pending:
+        checkpoint()
+        with rt.sessions() as session:
+            docs.finish_delete(
+                session=session, index=index, crypto=rt.crypto, blobs=rt.blobs, doc_id=doc_id
+            )
+    return len(pending)
+
+
+def scrub_sources(rt: Runtime, checkpoint: Checkpoint = _noop) -> int:
+    """Remove what stored answers cite of documents that no longer exist; returns how many.
+
+    A cited source keeps its marker and document id, and says "no longer available":
+    filename, title, heading and snippet of a deleted document go from chat history too.
+    """
+    from appliance.chat.pipeline import decrypt_for, encrypt_for
+
+    scrubbed = 0
+    with rt.sessions() as session:
+        live = set(session.execute(select(Document.id)).scalars())
+        rows = session.execute(
+            select(Message.id, Message.conversation_id, Conversation.owner_id)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(Message.sources_ct.is_not(None))
+            .order_by(Message.id)
+        ).all()
+    for msg_id, conv_id, owner_id in rows:
+        if not rt.crypto.has_data_key(CHAT_KEY, owner_id):
+            continue
+        place = f"conversation:{conv_id}:sources:{msg_id}"
+        with rt.sessions() as session:
+            msg = session.get(Message, msg_id)
+            if msg is None or msg.sources_ct is None:
+                continue
+            sources = json.loads(decrypt_for(rt, owner_id, place, msg.sources_ct))
+            changed = 0
+            kept: list[dict[str, Any]] = []
+            for s in sources:
+                if s.get("doc_id") in live or s.get("status") == UNAVAILABLE:
+                    kept.append(s)
+                else:
+                    kept.append(
+                        {
+                            "doc_id": s.get("doc_id"),
+                            "marker": s.get("marker"),
+                            "status": UNAVAILABLE,
+                        }
+                    )
+                    changed += 1
+            if changed:
+                msg.sources_ct = encrypt_for(rt, owner_id, place, json.dumps(kept))
+                session.commit()
+                scrubbed += changed
+        if changed:
+            checkpoint()
+    return scrubbed
+
+
+@dataclass
+class RetentionReport:
+    """What one retention run did (counts only: the audit log carries it)."""
+
+    documents_deleted: int = 0
+    documents_held: int = 0
+    deletions_finished: int = 0
+    sources_scrubbed: int = 0
+    messages_deleted: int = 0
+    conversations_deleted: int = 0
+    sessions_deleted: int = 0
+    audit_entries_pruned: int = 0
+    audit_prune: str = "ok"
+
+    def counts(self) -> dict[str, Any]:
+        """As a plain dict."""
+        return dict(self.__dict__)
+
+
+def expire_chat(session: Session, *, days: int | None, now: dt.datetime) -> tuple[int, int]:
+    """Delete messages older than `days`, then conversations left empty; (messages, convs)."""
+    if not days:
+        return 0, 0
+    cutoff = now - dt.timedelta(days=days)
+    messages = session.execute(
+        delete(Message)
+        .where(Message.created_at <= cutoff)
+        .execution_options(synchronize_session=False)
+    )
+    conversations = session.execute(
+        delete(Conversation)
+        .where(
+            Conversation.updated_at <= cutoff,
+            ~exists().where(Message.conversation_id == Conversation.id),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(messages, "rowcount", 0) or 0), int(
+        getattr(conversations, "rowcount", 0) or 0
+    )
+
+
+def purge_sessions(
+    session: Session, *, settings: Settings, days: int | None, now: dt.datetime
+) -> int:
+    """Delete sign-in sessions that ended more than `days` ago."""
+    return auth_sessions.purge_expired(
+        session, now=now - dt.timedelta(days=days or 0), settings=settings.auth
+    )
+
+
+def prune_audit(session: Session, *, days: int | None, now: dt.datetime) -> tuple[int, str]:
+    """Prune audit entries older than `days` through the audit service; (count, status)."""
+    if not days:
+        return 0, "keep_forever"
+    prune = getattr(audit, "prune", None)
+    if prune is None:  # pragma: no cover - until audit.service.prune lands
+        return 0, "unavailable"
+    result = prune(session, before=now - dt.timedelta(days=days), actor=SYSTEM_ACTOR)
+    return int(getattr(result, "pruned", result) or 0), "ok"
+
+
+def apply_retention(
+    *, rt: Runtime, now: dt.datetime, checkpoint: Checkpoint = _noop
+) -> RetentionReport:
+    """One run of the retention job: every policy, each step idempotent and resumable."""
+    report = RetentionReport()
+    report.deletions_finished = finish_interrupted(rt, checkpoint)
+    with rt.sessions() as session:
+        policy = effective_policy(session, rt.settings)
+        due, held = due_documents(session, policy=policy, now=now)
+    report.documents_held = len(held)
+    for doc_id in due:
+        checkpoint()
+        if delete_one(rt, doc_id, actor=SYSTEM_ACTOR):
+            report.documents_deleted += 1
+    report.sources_scrubbed = scrub_sources(rt, checkpoint)
+    checkpoint()
+    with rt.sessions() as session:
+        report.messages_deleted, report.conversations_deleted = expire_chat(
+            session, days=policy["chat_history_days"], now=now
+        )
+        report.sessions_deleted = purge_sessions(
+            session, settings=rt.settings, days=policy["session_days"], now=now
+        )
+        session.commit()
+    checkpoint()
+    with rt.sessions() as session:
+        report.audit_entries_pruned, report.audit_prune = prune_audit(
+            session, days=policy["audit_log_days"], now=now
+        )
+        session.commit()
+    return report
+
+
+def held_count(session: Session) -> int:
+    """How many documents are under legal hold."""
+    return int(session.execute(select(func.count()).select_from(LegalHold)).scalar_one())
