@@ -41,8 +41,6 @@ def main() -> None:
     parser.add_argument("--askers", type=int, default=8, help="concurrent users")
     args = parser.parse_args()
 
-    from llama_cpp import Llama
-
     from appliance.auth import service as users
     from appliance.bootstrap import init
     from appliance.chat import pipeline
@@ -107,42 +105,42 @@ def main() -> None:
             before_model = stream_called[-1] - t0
             return (first - t0) * 1000, count / (end - first), count, before_model * 1000
 
-        through_appliance()  # warm-up (model load, caches)
-        app_runs = [through_appliance() for _ in range(args.runs)]
-        messages = [{"role": m.role, "content": m.content} for m in captured[-1]]
-
-        raw = Llama(
-            model_path=str(entry.path),
-            n_ctx=generator.context_length,
-            n_threads=generator.n_threads,
-            # The appliance uses the same count for prompt processing; llama-cpp-python's
-            # default would give raw all cores there and skew time to first token.
-            n_threads_batch=generator.n_threads,
-            n_gpu_layers=0,
-            verbose=False,
-            seed=0,
-        )
+        messages: list[dict[str, str]] = []
+        # Raw llama-cpp-python runs on the very Llama object the appliance loaded (same
+        # weights mapping, context and threads), so the comparison isolates our code path.
+        # The two are interleaved, run by run, so that load from other processes on the
+        # machine falls on both alike.
+        raw: Any = generator._llm
 
         def through_raw() -> tuple[float, float, int]:
             raw.reset()  # no reuse of the previous identical prompt's KV cache
             t0 = time.perf_counter()
             first, count = None, 0
             for chunk in raw.create_chat_completion(
-                messages=messages,  # type: ignore[arg-type]
+                messages=messages,
                 max_tokens=MAX_TOKENS,
                 temperature=0.0,
                 stream=True,
             ):
-                if chunk["choices"][0]["delta"].get("content"):  # type: ignore[index]
+                if chunk["choices"][0]["delta"].get("content"):
                     count += 1
                     first = first or time.perf_counter()
             end = time.perf_counter()
             assert first is not None
             return (first - t0) * 1000, count / (end - first), count
 
+        through_appliance()  # warm-up (model load, caches)
+        messages = [{"role": m.role, "content": m.content} for m in captured[-1]]
         through_raw()
-        raw_runs = [through_raw() for _ in range(args.runs)]
-        raw.close()
+        app_runs: list[tuple[float, float, int, float]] = []
+        raw_runs: list[tuple[float, float, int]] = []
+        for _ in range(args.runs):
+            app_runs.append(through_appliance())
+            raw_runs.append(through_raw())
+        assert all(
+            [m.role, m.content] == [c["role"], c["content"]]
+            for m, c in zip(captured[-1], messages, strict=True)
+        ), "the appliance built a different prompt between runs"
 
         # Concurrent askers, each a different user.
         ids = [add_user(rt, f"asker{i}") for i in range(args.askers)]

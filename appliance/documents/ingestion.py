@@ -12,6 +12,7 @@ points that belong to no visible document.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -138,15 +139,14 @@ class Parser:
             except Exception as exc:
                 fut.set_exception(exc)
             return fut
+        job = functools.partial(
+            parse_file, path, max_bytes=self.max_bytes, ocr=self.ocr, filename=filename
+        )
         try:
-            return self._get_pool().submit(
-                parse_file, path, max_bytes=self.max_bytes, ocr=self.ocr, filename=filename
-            )
+            return self._get_pool().submit(job)
         except BrokenProcessPool:  # the idle child died (e.g. the OOM killer): start afresh
             self.reset()
-            return self._get_pool().submit(
-                parse_file, path, max_bytes=self.max_bytes, ocr=self.ocr, filename=filename
-            )
+            return self._get_pool().submit(job)
 
     def reset(self) -> None:
         """Drop a broken child process; the next submit starts a fresh one."""

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +19,14 @@ from appliance.chat import pipeline
 from appliance.chat.retrieval import retrieve
 from appliance.config import Settings
 from appliance.runtime import Runtime, open_runtime
-from tests.fixtures.app import add_user, inline_worker, instance_env, make_settings, submit
+from tests.fixtures.app import (
+    add_user,
+    inline_worker,
+    instance_env,
+    make_settings,
+    run_cli,
+    submit,
+)
 from tests.fixtures.documents import make_docx, make_pdf
 
 pytestmark = pytest.mark.slow
@@ -144,20 +149,10 @@ def test_cli_search_json_as_user(tmp_path: Path, corpus: Path) -> None:
     env = {**os.environ, **instance_env(tmp_path / "i"), "APPLIANCE_CONFIG": str(tmp_path / "c")}
     (tmp_path / "c").write_text("")
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "appliance", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-
-    assert run("init").returncode == 0
-    ingest = run("ingest", str(corpus), "--grant", "everyone", "--inline-parser")
+    assert run_cli(env, "init").returncode == 0
+    ingest = run_cli(env, "ingest", str(corpus), "--grant", "everyone", "--inline-parser")
     assert ingest.returncode == 0, ingest.stdout + ingest.stderr
-    result = run("search", "parental leave weeks", "--as", "admin", "--json", "--k", "2")
+    result = run_cli(env, "search", "parental leave weeks", "--as", "admin", "--json", "--k", "2")
     assert result.returncode == 0, result.stderr
     hits = json.loads(result.stdout)
     assert hits[0]["filename"] == "handbook.pdf"

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.app import instance_env
+from tests.fixtures.app import instance_env, run_cli
 
 COMMANDS = [
     [],
@@ -37,17 +35,6 @@ COMMANDS = [
 ]
 
 
-def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "appliance", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     cfg = tmp_path / "appliance.toml"
@@ -71,16 +58,16 @@ def test_every_command_has_help(env: dict[str, str], args: list[str]) -> None:
 
 
 def test_init_is_idempotent_and_prints_the_password_once(env: dict[str, str]) -> None:
-    first = _run(env, "init")
+    first = run_cli(env, "init")
     assert first.returncode == 0, first.stderr
     assert "One-time password" in first.stdout
-    second = _run(env, "init")
+    second = run_cli(env, "init")
     assert second.returncode == 0, second.stderr
     assert "One-time password" not in second.stdout
 
 
 def test_config_show_masks_secrets_and_honours_locations(env: dict[str, str]) -> None:
-    result = _run(env, "config", "show", "--json")
+    result = run_cli(env, "config", "show", "--json")
     assert result.returncode == 0, result.stderr
     assert "do-not-print-me" not in result.stdout
     assert env["APPLIANCE_DATA_DIR"] in result.stdout
@@ -89,15 +76,15 @@ def test_config_show_masks_secrets_and_honours_locations(env: dict[str, str]) ->
 
 
 def test_commands_before_init_say_what_to_do(env: dict[str, str]) -> None:
-    result = _run(env, "docs", "list")
+    result = run_cli(env, "docs", "list")
     assert result.returncode == 1
     assert "appliance init" in result.stderr
 
 
 def test_world_readable_key_file_stops_the_cli(env: dict[str, str]) -> None:
-    assert _run(env, "init").returncode == 0
+    assert run_cli(env, "init").returncode == 0
     os.chmod(env["APPLIANCE_KEY_FILE"], 0o644)
-    result = _run(env, "docs", "list")
+    result = run_cli(env, "docs", "list")
     assert result.returncode == 1
     assert "chmod 600" in result.stderr
 
@@ -106,8 +93,8 @@ def test_world_readable_key_file_stops_the_cli(env: dict[str, str]) -> None:
 def test_models_list_verifies_bundled_models_and_add_refuses_a_wrong_hash(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    assert _run(env, "init").returncode == 0
-    listed = _run(env, "models", "list", "--json")
+    assert run_cli(env, "init").returncode == 0
+    listed = run_cli(env, "models", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     rows = {r["name"]: r for r in map(json.loads, listed.stdout.splitlines())}
     assert rows["smollm2-135m-instruct-q4_1"]["verified"] is True
@@ -115,7 +102,7 @@ def test_models_list_verifies_bundled_models_and_add_refuses_a_wrong_hash(
     assert rows["smollm2-135m-instruct-q4_1"]["active"] is True
     fake = tmp_path / "model.gguf"
     fake.write_bytes(b"GGUF" + bytes(64))
-    added = _run(env, "models", "add", "mine", str(fake), "--sha256", "0" * 64)
+    added = run_cli(env, "models", "add", "mine", str(fake), "--sha256", "0" * 64)
     assert added.returncode == 1
     assert "sha256" in added.stderr.lower()
-    assert "mine" not in _run(env, "models", "list", "--no-verify", "--json").stdout
+    assert "mine" not in run_cli(env, "models", "list", "--no-verify", "--json").stdout

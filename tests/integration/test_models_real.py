@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import shutil
 import socket
@@ -11,7 +10,6 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -245,50 +243,6 @@ def test_generator_refuses_prompt_over_context(real_generator: LlamaCppGenerator
 
 
 # --- offline -----------------------------------------------------------------------------------
-
-
-def _is_loopback(host: Any) -> bool:
-    if host is None or host in ("localhost", b"localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host.decode() if isinstance(host, bytes) else host).is_loopback
-    except ValueError:
-        return False
-
-
-@pytest.fixture
-def network_attempts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record and refuse every connection or name lookup that is not local."""
-    attempts: list[str] = []
-    real_connect = socket.socket.connect
-    real_connect_ex = socket.socket.connect_ex
-    real_getaddrinfo = socket.getaddrinfo
-
-    def allowed(sock: socket.socket, address: Any) -> bool:
-        return sock.family == socket.AF_UNIX or _is_loopback(address[0])
-
-    def connect(self: socket.socket, address: Any) -> None:
-        if not allowed(self, address):
-            attempts.append(f"connect {address!r}")
-            raise OSError("network access blocked by test")
-        real_connect(self, address)
-
-    def connect_ex(self: socket.socket, address: Any) -> int:
-        if not allowed(self, address):
-            attempts.append(f"connect_ex {address!r}")
-            raise OSError("network access blocked by test")
-        return real_connect_ex(self, address)
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _is_loopback(host):
-            attempts.append(f"getaddrinfo {host!r}")
-            raise socket.gaierror("name lookup blocked by test")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return attempts
 
 
 def test_network_guard_catches_attempts(network_attempts: list[str]) -> None:

@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from appliance.runtime import open_runtime
-from tests.fixtures.app import instance_env, make_settings
+from tests.fixtures.app import instance_env, make_settings, run_cli
 from tests.fixtures.documents import filler_pages, make_pdf
 
 pytestmark = pytest.mark.slow
@@ -29,17 +29,6 @@ pytestmark = pytest.mark.slow
 def _distinct(pages: list[tuple[str, Sequence[str]]], n: int) -> list[tuple[str, Sequence[str]]]:
     """The same prose with a per-file heading and sentence, so files are not duplicates."""
     return [(f"{h} (file {n})", [*paras, f"This is file number {n}."]) for h, paras in pages]
-
-
-def _cli(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "appliance", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def _states(db: Path) -> dict[str, str]:
@@ -52,7 +41,7 @@ def test_kill_during_ingestion_leaves_nothing_half_visible(tmp_path: Path) -> No
     env = {**os.environ, **instance_env(root), "APPLIANCE_CONFIG": str(tmp_path / "c.toml")}
     env["APPLIANCE_MODELS__EMBED_BATCH_SIZE"] = "4"  # many small steps: a kill lands mid-doc
     (tmp_path / "c.toml").write_text("")
-    assert _cli(env, "init").returncode == 0
+    assert run_cli(env, "init").returncode == 0
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -102,7 +91,7 @@ def test_kill_during_ingestion_leaves_nothing_half_visible(tmp_path: Path) -> No
     finally:
         rt.close()
 
-    cleanup = _cli(env, "jobs", "run", "cleanup")
+    cleanup = run_cli(env, "jobs", "run", "cleanup")
     assert cleanup.returncode == 0, cleanup.stderr
     after = _states(db)
     assert "embedding" not in after.values()
@@ -113,7 +102,7 @@ def test_kill_during_ingestion_leaves_nothing_half_visible(tmp_path: Path) -> No
     finally:
         rt.close()
 
-    again = _cli(env, "ingest", str(corpus), "--grant", "everyone")
+    again = run_cli(env, "ingest", str(corpus), "--grant", "everyone")
     assert again.returncode == 0, again.stdout + again.stderr
     final = _states(db)
     assert set(final.values()) == {"indexed"}

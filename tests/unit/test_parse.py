@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import pickle
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -66,52 +63,6 @@ def pages_of(doc: ParsedDocument, phrase: str) -> set[int | None]:
 # ------------------------------------------------------------------------------------------
 # No network, ever
 # ------------------------------------------------------------------------------------------
-
-
-def _is_loopback(host: object) -> bool:
-    if host is None or host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-@pytest.fixture
-def network_attempts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Block (and record) every connection or name lookup that leaves this machine."""
-    attempts: list[str] = []
-    real_connect = socket.socket.connect
-    real_connect_ex = socket.socket.connect_ex
-    real_getaddrinfo = socket.getaddrinfo
-
-    def connect(self: socket.socket, address: Any) -> None:
-        if self.family == socket.AF_UNIX or _is_loopback(address[0]):
-            return real_connect(self, address)
-        attempts.append(f"connect {address!r}")
-        raise OSError("network access is blocked in tests")
-
-    def connect_ex(self: socket.socket, address: Any) -> int:
-        if self.family == socket.AF_UNIX or _is_loopback(address[0]):
-            return real_connect_ex(self, address)
-        attempts.append(f"connect_ex {address!r}")
-        return 111
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if _is_loopback(host):
-            return real_getaddrinfo(host, *args, **kwargs)
-        attempts.append(f"getaddrinfo {host!r}")
-        raise socket.gaierror("name lookups are blocked in tests")
-
-    def gethostbyname(host: str) -> str:
-        attempts.append(f"gethostbyname {host!r}")
-        raise socket.gaierror("name lookups are blocked in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(socket, "gethostbyname", gethostbyname)
-    return attempts
 
 
 def test_network_guard_catches_a_real_attempt(network_attempts: list[str]) -> None:
