@@ -16,7 +16,7 @@ export TRANSFORMERS_OFFLINE := 1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run init env test test-fast lint format bench clean
+.PHONY: help setup run init env test test-fast lint format bench clean bundle ansible-test
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,7 @@ test: setup ## Set up and run every test (what CI runs)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(MAKE) ansible-test
 
 test-fast: setup ## Unit tests only, no real models or subprocesses (the edit loop)
 	$(VENV)/bin/pytest -q -m "not slow and not e2e" tests/unit $(PYTEST_ARGS)
@@ -70,6 +71,27 @@ bench: setup ## Benchmarks (JSON on stdout; not tests)
 	$(PY) bench/ingest.py
 	$(PY) bench/generate.py
 	$(PY) bench/crypto.py
+
+# -- Ansible: offline bundle and the playbook against a fresh Debian 12 (ansible/README.md) --
+AVENV := .venv-ansible
+ASTAMP := $(AVENV)/.setup-done
+BUNDLE_STAMP := build/bundle/.done
+
+$(ASTAMP): ansible/requirements.txt
+	test -x $(AVENV)/bin/pip || $(PYTHON) -m venv $(AVENV)
+	$(AVENV)/bin/pip install --quiet -r ansible/requirements.txt
+	touch $(ASTAMP)
+
+$(BUNDLE_STAMP): ansible/bundle.sh pyproject.toml requirements/models.txt $(shell git ls-files appliance models ingest web packages/en_core_web_sm 2>/dev/null)
+	ansible/bundle.sh build/bundle
+	touch $(BUNDLE_STAMP)
+
+bundle: $(BUNDLE_STAMP) ## Offline bundle for servers without internet (build/bundle/*.tar)
+
+ansible-test: setup $(ASTAMP) $(BUNDLE_STAMP) ## Lint the playbook, run it twice on a fresh Debian 12 chroot (root)
+	cd ansible && ../$(AVENV)/bin/yamllint --strict .
+	cd ansible && ../$(AVENV)/bin/ansible-lint --profile production --offline
+	APPLIANCE_ANSIBLE_TEST=1 $(VENV)/bin/pytest -q -s -p no:cacheprovider tests/ansible $(PYTEST_ARGS)
 
 clean: ## Remove the virtualenv (keeps ./var, your data)
 	rm -rf $(VENV)

