@@ -20,6 +20,10 @@ from appliance.config import Settings
 from appliance.documents.routes import router as documents_router
 from appliance.errors import ApplianceError
 from appliance.jobs.runner import JobRunner
+from appliance.privacy.routes import admin_router as privacy_admin_router
+from appliance.privacy.routes import router as privacy_router
+from appliance.retention.routes import admin_router as retention_admin_router
+from appliance.retention.routes import router as retention_router
 from appliance.runtime import Runtime, open_runtime
 from appliance.security import install as install_csrf
 
@@ -108,6 +112,10 @@ def create_app(
     app.include_router(auth_admin_router)
     app.include_router(chat_router)
     app.include_router(documents_router)
+    app.include_router(retention_router)
+    app.include_router(retention_admin_router)
+    app.include_router(privacy_router)
+    app.include_router(privacy_admin_router)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index(request: Request) -> HTMLResponse:

@@ -373,11 +373,8 @@ def prune_audit(session: Session, *, days: int | None, now: dt.datetime) -> tupl
     """Prune audit entries older than `days` through the audit service; (count, status)."""
     if not days:
         return 0, "keep_forever"
-    prune = getattr(audit, "prune", None)
-    if prune is None:  # pragma: no cover - until audit.service.prune lands
-        return 0, "unavailable"
-    result = prune(session, before=now - dt.timedelta(days=days), actor=SYSTEM_ACTOR)
-    return int(getattr(result, "pruned", result) or 0), "ok"
+    pruned = audit.prune(session, before=now - dt.timedelta(days=days), actor=SYSTEM_ACTOR)
+    return pruned, "ok"
 
 
 def apply_retention(
@@ -416,3 +413,104 @@ def apply_retention(
 def held_count(session: Session) -> int:
     """How many documents are under legal hold."""
     return int(session.execute(select(func.count()).select_from(LegalHold)).scalar_one())
+
+
+# -- bulk deletion and the approval executors ---------------------------------------------
+
+
+@dataclass
+class BulkReport:
+    """What a bulk deletion did, per document id."""
+
+    deleted: list[str]
+    held: list[str]
+    not_found: list[str]
+
+
+def bulk_delete(
+    *,
+    session: Session,
+    index: Any,
+    doc_ids: list[str],
+    actor: str,
+    finish: Callable[[str], None] | None = None,
+) -> BulkReport:
+    """Delete many documents through the deletion path; held ones are skipped and reported.
+
+    Each document is hidden at once (`begin_delete`); `finish` removes its key and data now,
+    else the cleanup job finishes it (a document in DELETING is never visible).
+    """
+    report = BulkReport([], [], [])
+    for doc_id in dict.fromkeys(doc_ids):
+        doc = session.get(Document, doc_id)
+        if doc is None or doc.state == DELETING:
+            report.not_found.append(doc_id)
+            continue
+        if is_held(session, doc_id):
+            report.held.append(doc_id)
+            continue
+        docs.begin_delete(session=session, index=index, doc=doc, actor=actor)
+        if finish is not None:
+            finish(doc_id)
+        report.deleted.append(doc_id)
+    audit.record(
+        session,
+        actor=actor,
+        action="document.bulk_delete",
+        details={
+            "deleted": len(report.deleted),
+            "held": len(report.held),
+            "not_found": len(report.not_found),
+        },
+    )
+    return report
+
+
+def _lift_hold_approved(
+    session: Session, params: dict[str, Any], approver: Any, now: dt.datetime
+) -> None:
+    """Executor of an approved lift_legal_hold request."""
+    from appliance.approvals import service as approvals
+
+    ctx = approvals.current()
+    lift_hold(
+        session=session,
+        doc_id=str(params["doc_id"]),
+        actor=ctx.requester.principal,
+        approval_id=ctx.request.id,
+    )
+
+
+def _bulk_delete_approved(
+    session: Session, params: dict[str, Any], approver: Any, now: dt.datetime
+) -> None:
+    """Executor of an approved bulk_delete request: hides each document at once."""
+    from appliance.approvals import service as approvals
+
+    ctx = approvals.current()
+    rt = ctx.runtime
+    index = ctx.need_index()
+
+    def finish(doc_id: str) -> None:
+        if rt is not None:
+            docs.finish_delete(
+                session=session, index=index, crypto=rt.crypto, blobs=rt.blobs, doc_id=doc_id
+            )
+
+    bulk_delete(
+        session=session,
+        index=index,
+        doc_ids=[str(d) for d in params["doc_ids"]],
+        actor=ctx.requester.principal,
+        finish=finish if rt is not None else None,
+    )
+
+
+def _register() -> None:
+    from appliance.approvals import service as approvals
+
+    approvals.register(approvals.LIFT_LEGAL_HOLD, _lift_hold_approved)
+    approvals.register(approvals.BULK_DELETE, _bulk_delete_approved)
+
+
+_register()

@@ -1,0 +1,227 @@
+"""HTTP API for retention: policies (admins), retain-until dates, legal holds, bulk deletion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Depends, Response
+from sqlalchemy.orm import Session
+
+from appliance.acl import service as acl
+from appliance.approvals import service as approvals
+from appliance.auth.tables import User
+from appliance.deps import (
+    AdminUser,
+    CurrentUser,
+    NowDep,
+    RuntimeDep,
+    SessionDep,
+    admin_user,
+    protected_router,
+)
+from appliance.documents import service as docs
+from appliance.documents.tables import DELETING, Document
+from appliance.errors import NotFound, PermissionDenied
+from appliance.retention import service as retention
+from appliance.retention.schemas import (
+    ApprovalPendingOut,
+    BulkDeleteIn,
+    BulkDeleteOut,
+    HoldIn,
+    PolicyIn,
+    PolicyOut,
+    PolicyOverrideOut,
+    RetainIn,
+    RetentionStateOut,
+)
+from appliance.retention.tables import LegalHold
+from appliance.runtime import Runtime
+
+router = protected_router(prefix="/api", tags=["retention"])
+admin_router = protected_router(
+    prefix="/api/admin", tags=["retention"], dependencies=[Depends(admin_user)]
+)
+
+
+def _policy_out(session: Session, rt: Runtime) -> PolicyOut:
+    import json
+
+    return PolicyOut(
+        effective=retention.effective_policy(session, rt.settings),
+        settings={k: getattr(rt.settings.retention, k) for k in retention.POLICY_KEYS},
+        overrides=[
+            PolicyOverrideOut(
+                key=r.key,
+                value=json.loads(r.value),
+                updated_by=r.updated_by,
+                updated_at=r.updated_at,
+            )
+            for r in retention.overrides(session).values()
+        ],
+    )
+
+
+def _state(session: Session, doc: Document) -> RetentionStateOut:
+    hold = session.get(LegalHold, doc.id)
+    return RetentionStateOut(
+        doc_id=doc.id,
+        retain_until=doc.retain_until,
+        legal_hold=hold is not None,
+        held_since=hold.placed_at if hold else None,
+        held_by=hold.placed_by if hold else None,
+    )
+
+
+def _doc(session: Session, doc_id: str) -> Document:
+    doc = session.get(Document, doc_id)
+    if doc is None or doc.state == DELETING:
+        raise NotFound(acl.NOT_FOUND)
+    return doc
+
+
+def _managed(session: Session, user: User, doc_id: str) -> Document:
+    doc = _doc(session, doc_id)
+    if not acl.can_manage(session, user, doc):
+        if acl.can_see(session, user, doc):
+            raise PermissionDenied(
+                "You may read this document but not change its retention. "
+                "Ask someone who manages it."
+            )
+        raise NotFound(acl.NOT_FOUND)
+    return doc
+
+
+@admin_router.get("/retention")
+def get_policy(session: SessionDep, rt: RuntimeDep) -> PolicyOut:
+    """The retention policies in force: the admins' overrides, else the settings file."""
+    return _policy_out(session, rt)
+
+
+@admin_router.put("/retention")
+def put_policy(
+    body: PolicyIn, admin: AdminUser, session: SessionDep, rt: RuntimeDep, now: NowDep
+) -> PolicyOut:
+    """Override retention policies (days; 0 or null keeps forever) or reset them to the
+    settings file. Audited with the values before and after. The retention job applies
+    them at its next run (`appliance jobs run retention` runs it now)."""
+    retention.set_policy(
+        session=session,
+        settings=rt.settings,
+        changes=body.set,
+        reset=body.reset,
+        actor=admin.principal,
+        now=now,
+    )
+    session.commit()
+    return _policy_out(session, rt)
+
+
+@router.get("/documents/{doc_id}/retention")
+def get_retention(doc_id: str, user: CurrentUser, session: SessionDep) -> RetentionStateOut:
+    """A document's retain-until date and legal hold (for those who manage it)."""
+    return _state(session, _managed(session, user, doc_id))
+
+
+@router.put("/documents/{doc_id}/retention")
+def put_retention(
+    doc_id: str, body: RetainIn, user: CurrentUser, session: SessionDep
+) -> RetentionStateOut:
+    """Set when the retention job deletes the document (its managers or an admin).
+
+    The date replaces the classification's period, earlier or later; null goes back to it.
+    A document under legal hold is kept whatever the date says."""
+    doc = _managed(session, user, doc_id)
+    retention.set_retain_until(
+        session=session, doc_id=doc.id, until=body.retain_until, actor=user.principal
+    )
+    session.commit()
+    return _state(session, doc)
+
+
+@admin_router.post("/documents/{doc_id}/legal-hold")
+def place_hold(
+    doc_id: str, body: HoldIn, admin: AdminUser, session: SessionDep, now: NowDep
+) -> RetentionStateOut:
+    """Put a document under legal hold: nobody and nothing deletes it (users, admins, the
+    retention job, user erasure) until the hold is lifted. Audited."""
+    doc = _doc(session, doc_id)
+    retention.place_hold(
+        session=session, doc_id=doc.id, actor=admin.principal, now=now, reason=body.reason
+    )
+    session.commit()
+    return _state(session, doc)
+
+
+@admin_router.delete(
+    "/documents/{doc_id}/legal-hold", responses={202: {"model": ApprovalPendingOut}}
+)
+def lift_hold(
+    doc_id: str,
+    admin: AdminUser,
+    session: SessionDep,
+    rt: RuntimeDep,
+    now: NowDep,
+    response: Response,
+) -> Any:
+    """Lift a legal hold. When `approvals.required` lists lift_legal_hold (the default),
+    this answers 202 with an approval request that a second admin approves under
+    /api/approvals; the hold is lifted then."""
+    doc = _doc(session, doc_id)
+    if not retention.is_held(session, doc.id):
+        return _state(session, doc)
+    if approvals.needs_approval(rt.settings, approvals.LIFT_LEGAL_HOLD):
+        req = approvals.request(
+            session=session,
+            kind=approvals.LIFT_LEGAL_HOLD,
+            params={"doc_id": doc.id},
+            requester=admin,
+            now=now,
+            expiry_hours=approvals.expiry_hours(rt.settings),
+            doc=doc,
+        )
+        session.commit()
+        response.status_code = 202
+        return ApprovalPendingOut(approval_id=req.id, kind=req.kind)
+    retention.lift_hold(session=session, doc_id=doc.id, actor=admin.principal)
+    session.commit()
+    return _state(session, doc)
+
+
+@admin_router.post("/documents/bulk-delete", responses={202: {"model": ApprovalPendingOut}})
+def bulk_delete(
+    body: BulkDeleteIn,
+    admin: AdminUser,
+    session: SessionDep,
+    rt: RuntimeDep,
+    now: NowDep,
+    response: Response,
+) -> Any:
+    """Delete many documents. Held documents are skipped and listed. When
+    `approvals.required` lists bulk_delete (the default), this answers 202 with an approval
+    request; the documents are deleted when a second admin approves it."""
+    if approvals.needs_approval(rt.settings, approvals.BULK_DELETE):
+        ids = sorted(set(body.doc_ids))
+        req = approvals.request(
+            session=session,
+            kind=approvals.BULK_DELETE,
+            params={"doc_ids": ids},
+            requester=admin,
+            now=now,
+            expiry_hours=approvals.expiry_hours(rt.settings),
+            target=f"documents:{len(ids)}",
+        )
+        session.commit()
+        response.status_code = 202
+        return ApprovalPendingOut(approval_id=req.id, kind=req.kind)
+    index = rt.index()
+
+    def finish(doc_id: str) -> None:
+        docs.finish_delete(
+            session=session, index=index, crypto=rt.crypto, blobs=rt.blobs, doc_id=doc_id
+        )
+
+    report = retention.bulk_delete(
+        session=session, index=index, doc_ids=body.doc_ids, actor=admin.principal, finish=finish
+    )
+    session.commit()
+    return BulkDeleteOut(deleted=report.deleted, held=report.held, not_found=report.not_found)

@@ -1,0 +1,95 @@
+"""Request and response bodies of the retention API."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PolicyOverrideOut(BaseModel):
+    """An admin's override of one policy."""
+
+    key: str
+    value: int | None
+    updated_by: str
+    updated_at: dt.datetime
+
+
+class PolicyOut(BaseModel):
+    """The retention policies: effective values, the settings, and the overrides."""
+
+    effective: dict[str, int | None] = Field(
+        description="What the retention job applies now (null: keep forever)."
+    )
+    settings: dict[str, int | None] = Field(description="The values from the settings file.")
+    overrides: list[PolicyOverrideOut]
+
+
+class PolicyIn(BaseModel):
+    """Override some policies (null keeps forever) and drop other overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    set: dict[str, int | None] = Field(
+        default_factory=dict,
+        max_length=20,
+        description="Policy name -> days (0 or null: keep forever; session_days: 0 or more).",
+    )
+    reset: list[str] = Field(
+        default_factory=list, max_length=20, description="Policies that go back to the setting."
+    )
+
+
+class RetainIn(BaseModel):
+    """When the retention job deletes the document (null: its classification's period)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retain_until: dt.datetime | None = Field(
+        description="A time with a zone, e.g. 2030-01-01T00:00:00Z, or null."
+    )
+
+
+class HoldIn(BaseModel):
+    """Why a document is put under legal hold (kept out of the audit log's details)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(None, max_length=500)
+
+
+class RetentionStateOut(BaseModel):
+    """A document's retention state."""
+
+    doc_id: str
+    retain_until: dt.datetime | None
+    legal_hold: bool
+    held_since: dt.datetime | None = None
+    held_by: str | None = None
+
+
+class ApprovalPendingOut(BaseModel):
+    """The action waits for a second admin: approve it under /api/approvals."""
+
+    status: Literal["approval_required"] = "approval_required"
+    approval_id: str
+    kind: str
+
+
+class BulkDeleteIn(BaseModel):
+    """Documents to delete at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    doc_ids: list[str] = Field(min_length=1, max_length=1000)
+
+
+class BulkDeleteOut(BaseModel):
+    """What a bulk deletion did; held documents are kept and listed."""
+
+    status: Literal["done"] = "done"
+    deleted: list[str]
+    held: list[str]
+    not_found: list[str]
