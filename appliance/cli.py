@@ -21,6 +21,9 @@ from rich.table import Table
 from sqlalchemy import select
 
 from appliance import __version__
+from appliance.admin.cli import system_app
+from appliance.approvals.cli import approvals_app
+from appliance.audit.cli import audit_app
 from appliance.bootstrap import current_user_name, init, schema_is_current
 from appliance.chat.tables import CHAT_KEY
 from appliance.config import Settings, get_settings, masked_dump
@@ -37,7 +40,6 @@ models_app = typer.Typer(help="List, verify and register local models.", no_args
 docs_app = typer.Typer(
     help="List documents; grant, revoke, classify and delete them.", no_args_is_help=True
 )
-audit_app = typer.Typer(help="Check the audit log.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Run background jobs now.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
@@ -51,6 +53,8 @@ users_app = typer.Typer(
 groups_app = typer.Typer(help="Manage groups and their members.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(groups_app, name="groups")
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(system_app, name="system")
 
 out = Console()
 err = Console(stderr=True)
@@ -653,22 +657,6 @@ def docs_delete(
         typer.confirm(f"Delete the document {doc}?", abort=True)
     doc_id = _doc_change(doc, "delete")
     out.print(f"Deleted {doc_id}.")
-
-
-@audit_app.command("verify")
-def audit_verify() -> None:
-    """Check the audit log's hash chain; exit 1 if an entry was edited, removed or moved."""
-    from appliance.audit import service as audit
-
-    rt = _runtime()
-    with rt.sessions() as session:
-        result = audit.verify(session)
-    rt.close()
-    if result.ok:
-        out.print(f"OK: {result.entries} entries, head {result.head}")
-        return
-    out.print(f"[red]BROKEN[/red] at entry {result.at_id}: {result.problem}")
-    raise typer.Exit(1)
 
 
 @jobs_app.command("run")

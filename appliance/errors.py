@@ -9,6 +9,8 @@
     ├── PayloadTooLarge                 413
     ├── ModelUnavailable                503  model file missing, unverified or failing
     ├── IndexUnavailable                503  vector engine failing
+    ├── Maintenance                     503  an admin paused answering (kill switch)
+    ├── ReadOnly                        503  an admin put the appliance read-only
     ├── CryptoError                     500  a ciphertext that will not open: names the object
     │   └── KeyMissing                  500  its data key was deleted (crypto-shredded)
     └── IngestFailed                    422  wraps ingest.errors.IngestError for a caller
@@ -84,6 +86,20 @@ class IndexUnavailable(ApplianceError):
 
     status_code = 503
     code = "index_unavailable"
+
+
+class Maintenance(ApplianceError):
+    """An admin paused this part of the appliance (answering questions) for maintenance."""
+
+    status_code = 503
+    code = "maintenance"
+
+
+class ReadOnly(ApplianceError):
+    """An admin put the appliance in read-only mode: nothing may change."""
+
+    status_code = 503
+    code = "read_only"
 
 
 class CryptoError(ApplianceError):

@@ -13,6 +13,10 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from appliance import __version__
+from appliance.admin.guard import ReadOnlyGuard
+from appliance.admin.routes import router as admin_system_router
+from appliance.approvals.routes import router as approvals_router
+from appliance.audit.routes import router as audit_router
 from appliance.auth.routes import admin_router as auth_admin_router
 from appliance.auth.routes import router as auth_router
 from appliance.chat.routes import router as chat_router
@@ -78,6 +82,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static")
     # Installed before the header middleware so that its refusals get the headers too.
     install_csrf(app, settings)
+    app.add_middleware(ReadOnlyGuard)  # the kill switch's read-only mode
 
     @app.middleware("http")
     async def security_headers(
@@ -112,6 +117,9 @@ def create_app(
     app.include_router(auth_admin_router)
     app.include_router(chat_router)
     app.include_router(documents_router)
+    app.include_router(audit_router)
+    app.include_router(approvals_router)
+    app.include_router(admin_system_router)
     app.include_router(retention_router)
     app.include_router(retention_admin_router)
     app.include_router(privacy_router)

@@ -7,9 +7,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from appliance.approvals import service as approvals
+from appliance.approvals.schemas import ApprovalRequestOut, approval_out
+from appliance.approvals.tables import ApprovalRequest
 from appliance.audit import service as audit
 from appliance.auth import service, sessions, throttle, tokens
 from appliance.auth.schemas import (
@@ -56,6 +60,7 @@ from appliance.deps import (
     protected_router,
 )
 from appliance.errors import NotFound, PermissionDenied
+from appliance.runtime import Runtime
 from appliance.security import set_csrf_cookie
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -465,15 +470,44 @@ def admin_list_users(session: SessionDep, now: NowDep) -> list[AdminUserOut]:
 
 @admin_router.post("/users", status_code=201)
 def admin_create_user(
-    body: UserCreateIn, admin: AdminUser, session: SessionDep, now: NowDep
+    body: UserCreateIn, admin: AdminUser, session: SessionDep, rt: RuntimeDep, now: NowDep
 ) -> UserCreatedOut:
     """Create an account. The one-time password is shown once; the person changes it and
-    enrols an authenticator app at first sign-in."""
+    enrols an authenticator app at first sign-in.
+
+    Making someone admin needs a second admin's approval (`approvals.required` holds
+    `make_admin` by default): an account asked for as admin is created as a user, and
+    `approval_id` names the request that makes it admin once another admin approves."""
+    held = body.role == "admin" and approvals.needs_approval(rt.settings, approvals.MAKE_ADMIN)
     user, password = service.create_user(
-        session, username=body.username, role=body.role, actor=f"user:{admin.id}"
+        session,
+        username=body.username,
+        role="user" if held else body.role,
+        actor=f"user:{admin.id}",
     )
+    approval_id = None
+    if held:
+        approval_id = _request_make_admin(session, rt, admin, user.id, now).id
     session.commit()
-    return UserCreatedOut(user=_admin_user_out(session, user, now), one_time_password=password)
+    return UserCreatedOut(
+        user=_admin_user_out(session, user, now),
+        one_time_password=password,
+        approval_id=approval_id,
+    )
+
+
+def _request_make_admin(
+    session: Session, rt: Runtime, admin: User, user_id: str, now: dt.datetime
+) -> ApprovalRequest:
+    return approvals.request(
+        session=session,
+        kind=approvals.MAKE_ADMIN,
+        target=f"user:{user_id}",
+        params={"user_id": user_id},
+        requester=admin,
+        now=now,
+        expiry_hours=approvals.expiry_hours(rt.settings),
+    )
 
 
 @admin_router.get("/users/{user_id}")
@@ -482,11 +516,34 @@ def admin_get_user(user_id: str, session: SessionDep, now: NowDep) -> AdminUserO
     return _admin_user_out(session, service.get_user(session, user_id), now)
 
 
-@admin_router.patch("/users/{user_id}")
+@admin_router.patch(
+    "/users/{user_id}",
+    response_model=AdminUserOut,
+    responses={202: {"model": ApprovalRequestOut, "description": "Held for a second admin."}},
+)
 def admin_set_role(
-    user_id: str, body: UserPatchIn, admin: AdminUser, session: SessionDep, now: NowDep
-) -> AdminUserOut:
-    """Change an account's role. The last active admin cannot be demoted."""
+    user_id: str,
+    body: UserPatchIn,
+    admin: AdminUser,
+    session: SessionDep,
+    rt: RuntimeDep,
+    now: NowDep,
+) -> AdminUserOut | JSONResponse:
+    """Change an account's role. The last active admin cannot be demoted.
+
+    Making someone admin needs a second admin's approval by default (`approvals.required`):
+    the answer is then 202 with the approval request, and the role changes once another
+    admin approves it (`POST /api/admin/approvals/{id}/approve`)."""
+    user = service.get_user(session, user_id)
+    if (
+        body.role == "admin"
+        and user.role != "admin"
+        and approvals.needs_approval(rt.settings, approvals.MAKE_ADMIN)
+    ):
+        req = _request_make_admin(session, rt, admin, user.id, now)
+        session.commit()
+        out = approval_out(session, req, crypto=rt.crypto)
+        return JSONResponse(out.model_dump(mode="json"), status_code=202)
     user = service.set_role(session, user_id=user_id, role=body.role, actor=f"user:{admin.id}")
     session.commit()
     return _admin_user_out(session, user, now)

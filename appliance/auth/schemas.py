@@ -154,6 +154,9 @@ class UserCreatedOut(BaseModel):
 
     user: AdminUserOut
     one_time_password: str
+    approval_id: str | None = Field(
+        None, description="Set when the admin role waits for a second admin's approval."
+    )
 
 
 class UserPatchIn(_In):

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from appliance.admin import service as switches
 from appliance.audit import service as audit
 from appliance.auth.tables import User
 from appliance.chat import prompt
@@ -150,6 +151,8 @@ def answer(
         raise InvalidInput("Ask a question: the text is empty.")
     if len(question) > MAX_QUESTION_CHARS:
         raise InvalidInput(f"A question has at most {MAX_QUESTION_CHARS} characters.")
+    with rt.sessions() as session:
+        switches.check_answering(session)  # kill switch: paused or read-only, nothing stored
     scheduler.check_capacity(user_id)  # refuse before storing anything
     t0 = time.perf_counter()
     with rt.sessions() as session:

@@ -29,6 +29,7 @@ from pathlib import Path, PurePath
 
 from sqlalchemy import delete, select, update
 
+from appliance.admin import service as switches
 from appliance.audit import service as audit
 from appliance.crypto.envelope import Crypto
 from appliance.db import utcnow
@@ -302,6 +303,8 @@ class IngestionWorker:
 
     def _claim_next(self, only: set[str] | None) -> str | None:
         with self.rt.sessions() as session:
+            if switches.ingestion_paused(session):  # kill switch: queued documents wait
+                return None
             query = select(Document.id).where(Document.state == QUEUED)
             if only is not None:
                 query = query.where(Document.id.in_(only))

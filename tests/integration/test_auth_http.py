@@ -11,6 +11,7 @@ from typing import Any
 import pyotp
 from sqlalchemy import select
 
+from appliance.approvals import service as approvals
 from appliance.audit import service as audit
 from appliance.audit.tables import AuditEvent
 from appliance.auth import passwords, service, sessions
@@ -491,7 +492,12 @@ def test_api_tokens(user_browser: Browser, browser_factory: Any, clock: Clock) -
 
 
 def test_admin_api_and_last_admin(
-    admin_browser: Browser, user_browser: Browser, root: Account, alice: Account
+    admin_browser: Browser,
+    user_browser: Browser,
+    root: Account,
+    alice: Account,
+    runtime: Runtime,
+    clock: Clock,
 ) -> None:
     assert user_browser.get("/api/admin/users").status_code == 403
     created = admin_browser.post("/api/admin/users", json={"username": "erin"})
@@ -509,7 +515,15 @@ def test_admin_api_and_last_admin(
     assert refused.status_code == 403
     assert admin_browser.post(f"/api/admin/users/{root.user.id}/disable").status_code == 403
     assert admin_browser.delete(f"/api/admin/users/{root.user.id}").status_code == 403
-    promoted = admin_browser.patch(f"/api/admin/users/{alice.user.id}", json={"role": "admin"})
+    held = admin_browser.patch(f"/api/admin/users/{alice.user.id}", json={"role": "admin"})
+    assert held.status_code == 202  # making an admin waits for a second admin's approval
+    assert user_browser.get("/api/admin/users").status_code == 403
+    with runtime.sessions() as s:
+        second = make_user(s, runtime.crypto, username="second", role="admin").user
+        approvals.approve(
+            session=s, request_id=held.json()["id"], approver=second, now=clock(), runtime=runtime
+        )
+    promoted = admin_browser.get(f"/api/admin/users/{alice.user.id}")
     assert promoted.json()["role"] == "admin"
     # Role is read fresh per request: alice is admin on her very next request.
     assert user_browser.get("/api/admin/users").status_code == 200

@@ -1,0 +1,96 @@
+"""`appliance system ...`: the kill switch (pause answering or ingestion, read-only)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from appliance.admin.tables import ANSWERING_PAUSED, INGESTION_PAUSED, READ_ONLY
+
+system_app = typer.Typer(
+    help="The kill switch: pause answering or ingestion, or make the appliance read-only.",
+    no_args_is_help=True,
+)
+out = Console()
+
+Reason = Annotated[str | None, typer.Option(help="Why; shown to admins and audited.")]
+
+
+def _flip(name: str, on: bool, reason: str | None) -> None:
+    from appliance.admin import service
+    from appliance.cli import _operator, _runtime
+    from appliance.db import utcnow
+
+    rt = _runtime()
+    try:
+        with rt.sessions() as session:
+            service.set_switch(
+                session, name=name, on=on, actor=_operator(), now=utcnow(), reason=reason
+            )
+            session.commit()
+    finally:
+        rt.close()
+    out.print(f"{name}: {'on' if on else 'off'}")
+
+
+@system_app.command("status")
+def system_status() -> None:
+    """Show the switches and who flipped them last."""
+    from appliance.admin.routes import switches_out
+    from appliance.cli import _runtime
+
+    rt = _runtime()
+    try:
+        with rt.sessions() as session:
+            states = switches_out(session, crypto=rt.crypto)
+    finally:
+        rt.close()
+    table = Table("switch", "state", "changed by", "changed at (UTC)", "reason")
+    for name, s in states:
+        table.add_row(
+            name,
+            "ON" if s.on else "off",
+            s.changed_by or "",
+            s.changed_at.strftime("%Y-%m-%d %H:%M:%S") if s.changed_at else "",
+            s.reason or "",
+        )
+    out.print(table)
+
+
+@system_app.command("pause-answering")
+def pause_answering(reason: Reason = None) -> None:
+    """Questions get a maintenance message until `resume-answering`."""
+    _flip(ANSWERING_PAUSED, True, reason)
+
+
+@system_app.command("resume-answering")
+def resume_answering(reason: Reason = None) -> None:
+    """Answer questions again."""
+    _flip(ANSWERING_PAUSED, False, reason)
+
+
+@system_app.command("pause-ingestion")
+def pause_ingestion(reason: Reason = None) -> None:
+    """Uploads still queue; the worker starts no new document until `resume-ingestion`."""
+    _flip(INGESTION_PAUSED, True, reason)
+
+
+@system_app.command("resume-ingestion")
+def resume_ingestion(reason: Reason = None) -> None:
+    """Ingest queued documents again."""
+    _flip(INGESTION_PAUSED, False, reason)
+
+
+@system_app.command("read-only")
+def read_only(reason: Reason = None) -> None:
+    """Refuse every change over HTTP (questions too) except signing in and out."""
+    _flip(READ_ONLY, True, reason)
+
+
+@system_app.command("read-write")
+def read_write(reason: Reason = None) -> None:
+    """Allow changes again."""
+    _flip(READ_ONLY, False, reason)

@@ -1,0 +1,112 @@
+"""`appliance approvals ...`: list held actions; approve or reject them as a named admin."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+approvals_app = typer.Typer(
+    help="List, approve and reject actions held for a second admin.", no_args_is_help=True
+)
+out = Console()
+
+AsAdmin = Annotated[
+    str,
+    typer.Option(
+        "--as", help="The approving admin (a username); never the admin who asked for it."
+    ),
+]
+
+
+@approvals_app.command("list")
+def approvals_list(
+    status: Annotated[
+        str | None, typer.Option(help="pending, approved, rejected or expired.")
+    ] = "pending",
+) -> None:
+    """Show requests (pending ones by default), newest first."""
+    from appliance.approvals import service
+    from appliance.approvals.schemas import approval_out
+    from appliance.cli import _runtime
+    from appliance.db import utcnow
+
+    rt = _runtime()
+    try:
+        with rt.sessions() as session:
+            rows = [
+                approval_out(session, r, crypto=rt.crypto)
+                for r in service.list_requests(session, now=utcnow(), status=status)
+            ]
+    finally:
+        rt.close()
+    table = Table("id", "kind", "for", "params", "requester", "status", "expires (UTC)")
+    for r in rows:
+        table.add_row(
+            r.id,
+            r.kind,
+            r.target or "",
+            str(r.params)[:60],
+            r.requester,
+            r.status,
+            r.expires_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    out.print(table)
+
+
+def _decide(request_id: str, admin_name: str, *, approve: bool) -> str:
+    from appliance.approvals import service
+    from appliance.auth import service as users
+    from appliance.cli import _operator, _runtime
+    from appliance.db import utcnow
+
+    rt = _runtime()
+    try:
+        with rt.sessions() as session:
+            admin = users.get_user_by_name(session, admin_name)
+            if approve:
+                req = service.approve(
+                    session=session,
+                    request_id=request_id,
+                    approver=admin,
+                    now=utcnow(),
+                    runtime=rt,
+                )
+            else:
+                req = service.reject(
+                    session=session, request_id=request_id, decider=admin, now=utcnow()
+                )
+            # Who typed it on the server, beside the admin it was done as.
+            from appliance.audit import service as audit
+
+            audit.record(
+                session,
+                actor=_operator(),
+                action="approval.cli",
+                target=f"approval:{req.id}",
+                details={"as": admin.principal, "decision": req.status},
+            )
+            session.commit()
+            return req.status
+    finally:
+        rt.close()
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    request_id: Annotated[str, typer.Argument(help="The request id.")], as_admin: AsAdmin
+) -> None:
+    """Approve a request as this admin: its action runs now, exactly once."""
+    status = _decide(request_id, as_admin, approve=True)
+    out.print(f"Request {request_id}: {status}.")
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    request_id: Annotated[str, typer.Argument(help="The request id.")], as_admin: AsAdmin
+) -> None:
+    """Reject a request as this admin; nothing runs."""
+    status = _decide(request_id, as_admin, approve=False)
+    out.print(f"Request {request_id}: {status}.")

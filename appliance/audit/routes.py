@@ -1,0 +1,251 @@
+"""HTTP API for the audit log: search it, and export it (JSON lines or CSV) with approval."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Annotated, Literal
+
+from fastapi import Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
+
+from appliance.approvals import service as approvals
+from appliance.approvals.schemas import ApprovalRequestOut, approval_out
+from appliance.audit import service
+from appliance.audit.schemas import AuditEntryOut, AuditPageOut, ExportRequestIn
+from appliance.auth import service as users
+from appliance.deps import (
+    AdminUser,
+    NowDep,
+    RuntimeDep,
+    SessionDep,
+    admin_user,
+    client_address,
+    protected_router,
+)
+from appliance.errors import PermissionDenied
+from appliance.runtime import Runtime
+
+router = protected_router(
+    prefix="/api/admin/audit", tags=["audit"], dependencies=[Depends(admin_user)]
+)
+
+Since = Annotated[
+    dt.datetime | None, Query(alias="from", description="Entries at or after this time (UTC).")
+]
+Until = Annotated[dt.datetime | None, Query(alias="to", description="Entries before this time.")]
+ActorQ = Annotated[
+    str | None,
+    Query(max_length=128, description="Who: user:<id>, operator:<name>, system..., or a username."),
+]
+ActionQ = Annotated[
+    str | None,
+    Query(max_length=64, description="What: 'auth' matches auth.*; 'auth.log*' is a prefix."),
+]
+TargetQ = Annotated[str | None, Query(max_length=128, description="On what, e.g. doc:<id>.")]
+OutcomeQ = Annotated[str | None, Query(max_length=16, description="ok, denied, refused, ...")]
+
+
+def resolve_actor(session: Session, actor: str | None) -> str | None:
+    """A principal as stored: ``user:<id>`` for a username, anything with ':' as given."""
+    if actor is None or ":" in actor or actor in ("system", "anonymous"):
+        return actor
+    return users.get_user_by_name(session, actor).principal
+
+
+def _filters(
+    session: Session,
+    *,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    actor: str | None,
+    action: str | None,
+    target: str | None,
+    outcome: str | None,
+) -> service.Filters:
+    return service.Filters(
+        since=since,
+        until=until,
+        actor=resolve_actor(session, actor),
+        action=action,
+        target=target,
+        outcome=outcome,
+    )
+
+
+@router.get("")
+def search_audit(
+    session: SessionDep,
+    rt: RuntimeDep,
+    since: Since = None,
+    until: Until = None,
+    actor: ActorQ = None,
+    action: ActionQ = None,
+    target: TargetQ = None,
+    outcome: OutcomeQ = None,
+    cursor: Annotated[int | None, Query(description="next_cursor of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 100,
+    newest_first: bool = True,
+) -> AuditPageOut:
+    """Search the audit log by time, actor, action, target and outcome, one page at a time.
+
+    Erased users appear as `erased-user-...` pseudonyms in `actor_name`, never by name.
+    """
+    filters = _filters(
+        session,
+        since=since,
+        until=until,
+        actor=actor,
+        action=action,
+        target=target,
+        outcome=outcome,
+    )
+    page = service.search(
+        session,
+        filters=filters,
+        limit=limit,
+        cursor=cursor,
+        newest_first=newest_first,
+        crypto=rt.crypto,
+    )
+    return AuditPageOut(
+        entries=[AuditEntryOut.of(e) for e in page.entries], next_cursor=page.next_cursor
+    )
+
+
+def _stream(
+    rt: Runtime, filters: service.Filters, fmt: str, cp: service.Checkpoint
+) -> StreamingResponse:
+    def body() -> Iterator[str]:
+        with rt.sessions() as session:
+            yield from service.export_lines(
+                session, filters=filters, fmt=fmt, cp=cp, crypto=rt.crypto
+            )
+
+    media = "application/x-ndjson" if fmt == "jsonl" else "text/csv; charset=utf-8"
+    return StreamingResponse(
+        body(),
+        media_type=media,
+        headers={
+            "Content-Disposition": f'attachment; filename="audit-{cp.head_id}.{fmt}"',
+            "X-Audit-Checkpoint": cp.to_json(),
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": (
+                "JSON lines (the signed checkpoint first, then one entry per line) or CSV "
+                "(cells that a spreadsheet would run as a formula start with a quote). The "
+                "checkpoint is also in the X-Audit-Checkpoint header."
+            ),
+            "content": {"application/x-ndjson": {}, "text/csv": {}},
+        }
+    },
+)
+def export_audit(
+    request: Request,
+    admin: AdminUser,
+    session: SessionDep,
+    rt: RuntimeDep,
+    now: NowDep,
+    format: Literal["jsonl", "csv"] = "jsonl",  # noqa: A002 - the query parameter's name
+    since: Since = None,
+    until: Until = None,
+    actor: ActorQ = None,
+    action: ActionQ = None,
+    target: TargetQ = None,
+    outcome: OutcomeQ = None,
+    approval: Annotated[
+        str | None,
+        Query(max_length=32, description="An approved export request of yours (used once)."),
+    ] = None,
+) -> StreamingResponse:
+    """Download the audit log, with a signed checkpoint of its head; the export is audited.
+
+    Exporting needs a second admin's approval unless `approvals.required` leaves
+    `audit_export` out: ask with `POST /api/admin/audit/export-requests`, and once another
+    admin approved, download once with `?approval=<id>` (the request's stored format and
+    filters apply, not this URL's).
+    """
+    approval_id = None
+    if approval is not None:
+        req = approvals.redeem(
+            session=session,
+            request_id=approval,
+            kind=approvals.AUDIT_EXPORT,
+            user=admin,
+            now=now,
+        )
+        stored = approvals.params_of(req)
+        fmt = str(stored.get("format", "jsonl"))
+        filters = service.Filters.from_json(stored.get("filters", {}))
+        approval_id = req.id
+    elif approvals.needs_approval(rt.settings, approvals.AUDIT_EXPORT):
+        raise PermissionDenied(
+            "Exporting the audit log needs a second admin's approval. Ask with POST "
+            "/api/admin/audit/export-requests; once approved, download with ?approval=<id>."
+        )
+    else:
+        fmt = format
+        filters = _filters(
+            session,
+            since=since,
+            until=until,
+            actor=actor,
+            action=action,
+            target=target,
+            outcome=outcome,
+        )
+    cp = service.start_export(
+        session,
+        filters=filters,
+        fmt=fmt,
+        actor=admin.principal,
+        crypto=rt.crypto,
+        client=client_address(request),
+        approval_id=approval_id,
+        now=now,
+    )
+    return _stream(rt, filters, fmt, cp)
+
+
+@router.post(
+    "/export-requests",
+    status_code=202,
+    responses={202: {"description": "The export request, waiting for a second admin."}},
+)
+def request_export(
+    body: ExportRequestIn, admin: AdminUser, session: SessionDep, rt: RuntimeDep, now: NowDep
+) -> ApprovalRequestOut:
+    """Ask a second admin to approve an audit export with exactly these format and filters.
+
+    Once approved, download it once with `GET /api/admin/audit/export?approval=<id>`.
+    """
+    filters = _filters(
+        session,
+        since=body.since,
+        until=body.until,
+        actor=body.actor,
+        action=body.action,
+        target=body.target,
+        outcome=body.outcome,
+    )
+    req = approvals.request(
+        session=session,
+        kind=approvals.AUDIT_EXPORT,
+        target="audit",
+        params={"format": body.format, "filters": filters.to_json()},
+        requester=admin,
+        now=now,
+        expiry_hours=approvals.expiry_hours(rt.settings),
+        reason=body.reason,
+    )
+    session.commit()
+    return approval_out(session, req, crypto=rt.crypto)

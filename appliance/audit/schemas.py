@@ -1,0 +1,54 @@
+"""Request and response bodies of the audit API."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from appliance.audit import service
+
+
+class AuditEntryOut(BaseModel):
+    """One audit entry. ``actor_name`` is the username, or a pseudonym once erased."""
+
+    id: int
+    ts: dt.datetime
+    actor: str
+    actor_name: str
+    client: str | None
+    action: str
+    target: str | None
+    target_name: str | None
+    outcome: str
+    details: dict[str, Any]
+    prev_hash: str
+    entry_hash: str
+
+    @classmethod
+    def of(cls, entry: service.Entry) -> AuditEntryOut:
+        """From the service's entry."""
+        return cls(**entry.to_json())
+
+
+class AuditPageOut(BaseModel):
+    """One page of entries; pass ``next_cursor`` as ``cursor`` for the next (null: the end)."""
+
+    entries: list[AuditEntryOut]
+    next_cursor: int | None
+
+
+class ExportRequestIn(BaseModel):
+    """An audit export to hold for a second admin's approval: format and filters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["jsonl", "csv"] = "jsonl"
+    since: dt.datetime | None = Field(None, description="Entries at or after this time (UTC).")
+    until: dt.datetime | None = Field(None, description="Entries before this time (UTC).")
+    actor: str | None = Field(None, max_length=128, description="user:<id>, or a username.")
+    action: str | None = Field(None, max_length=64, description="'auth' matches auth.*.")
+    target: str | None = Field(None, max_length=128)
+    outcome: str | None = Field(None, max_length=16)
+    reason: str | None = Field(None, max_length=500, description="Why; shown to approvers.")
