@@ -45,8 +45,7 @@ async def erase(
             user_id=user_id,
             documents=body.documents,
             transfer_to=body.transfer_to,
-            actor=admin.principal,
-            actor_id=admin.id,
+            actor=admin,
             now=now,
         )
     )

@@ -118,17 +118,21 @@ def erase_user(
     rt: Runtime,
     user_id: str,
     documents: str,
-    actor: str,
+    actor: User | str,
     now: dt.datetime,
     transfer_to: str | None = None,
-    actor_id: str | None = None,
 ) -> ErasureReport:
-    """Erase a user and everything that is theirs (see the module docstring); audited."""
+    """Erase a user and everything that is theirs (see the module docstring); audited.
+
+    `actor` is the signed-in admin (a User) or ``operator:<os user>`` on the shell.
+    """
     from appliance.acl import service as acl
 
+    actor_id = actor.id if isinstance(actor, User) else None
     user, target = _check(
         rt, user_id=user_id, documents=documents, transfer_to=transfer_to, actor_id=actor_id
     )
+    by = acl.actor_name(actor)
     report = ErasureReport(user_id=user.id)
     index = rt.index()
     principal = f"user:{user.id}"
@@ -159,7 +163,7 @@ def erase_user(
                         crypto=rt.crypto,
                         blobs=rt.blobs,
                         doc=doc,
-                        actor=actor,
+                        actor=actor if isinstance(actor, str) else session.get_one(User, actor.id),
                     )
                 report.documents_deleted.append(doc_id)
                 continue
@@ -168,7 +172,7 @@ def erase_user(
             if grant is None:
                 session.add(
                     DocumentGrant(
-                        doc_id=doc_id, principal=target.principal, level="manage", granted_by=actor
+                        doc_id=doc_id, principal=target.principal, level="manage", granted_by=by
                     )
                 )
             else:
@@ -176,7 +180,7 @@ def erase_user(
             session.flush()
             audit.record(
                 session,
-                actor=actor,
+                actor=by,
                 action="document.transfer",
                 target=f"doc:{doc_id}",
                 details={"from": principal, "to": target.principal},
@@ -224,7 +228,7 @@ def erase_user(
         session.delete(row)
         session.flush()
         audit.record(
-            session, actor=actor, action="user.erase", target=principal, details=report.counts()
+            session, actor=by, action="user.erase", target=principal, details=report.counts()
         )
         session.commit()
     return report
