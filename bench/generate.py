@@ -198,6 +198,11 @@ def main() -> None:
                 "appliance_before_model_ms": before_model,
                 "appliance_model_ttft_ms": app_model_ttft,
                 "ttft_overhead_pct": round((app_ttft - raw_ttft) / raw_ttft * 100, 1),
+                # Each appliance run against the raw run right after it: robust to load drift.
+                "ttft_overhead_pct_paired_median": _median(
+                    [(a[0] - r[0]) / r[0] * 100 for a, r in zip(app_runs, raw_runs, strict=True)]
+                ),
+                "load_avg_1min": round(os.getloadavg()[0], 2),
                 "model_path_ttft_overhead_pct": round(
                     (app_model_ttft - raw_ttft) / raw_ttft * 100, 1
                 ),
