@@ -8,9 +8,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 
 from appliance import __version__
 from appliance.admin.guard import ReadOnlyGuard
@@ -24,6 +23,7 @@ from appliance.config import Settings
 from appliance.documents.routes import router as documents_router
 from appliance.errors import ApplianceError
 from appliance.jobs.runner import JobRunner
+from appliance.pages.routes import router as pages_router
 from appliance.privacy.routes import admin_router as privacy_admin_router
 from appliance.privacy.routes import router as privacy_router
 from appliance.retention.routes import admin_router as retention_admin_router
@@ -78,7 +78,6 @@ def create_app(
         docs_url=None,  # Swagger UI would load scripts from a CDN; /openapi.json is served
         redoc_url=None,
     )
-    templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
     app.mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static")
     # Installed before the header middleware so that its refusals get the headers too.
     install_csrf(app, settings)
@@ -125,16 +124,6 @@ def create_app(
     app.include_router(privacy_router)
     app.include_router(privacy_admin_router)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index(request: Request) -> HTMLResponse:
-        jobs: JobRunner | None = request.app.state.jobs
-        status = {
-            "service": "ok",
-            "index_backend": settings.index.backend,
-            "worker": "running" if jobs is not None and jobs.alive() else "off",
-        }
-        return templates.TemplateResponse(
-            request, "index.html", {"status": status, "version": __version__}
-        )
+    app.include_router(pages_router)  # the browser pages, "/" (chat) included
 
     return app

@@ -1,0 +1,1 @@
+"""The browser pages: server-rendered shells; small ES modules call the JSON API."""

@@ -1,0 +1,191 @@
+"""Page routes: each answers a Jinja2 shell for one screen; its ES module calls the JSON API.
+
+Every page except sign-in needs a full session (password, second factor, enrolled TOTP,
+password changed); without one the browser is sent to /signin?next=<page>. Admin pages
+check the admin role here, on the server: hiding the links is only for tidiness.
+Pages never embed document text or answers; the scripts fetch them and insert them as
+text (or, for answers, as the server-sanitised HTML from chat/render.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import func, select
+
+from appliance import __version__
+from appliance.auth.service import NotAuthenticated
+from appliance.auth.tables import User
+from appliance.deps import NowDep, RuntimeDep, SessionDep, authenticate, cookie_names
+from appliance.documents.tables import Document
+
+WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
+templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
+
+router = APIRouter(include_in_schema=False, tags=["pages"])
+
+# Admin sections: (path, label). Their APIs are listed in README.md ("The browser pages").
+ADMIN_SECTIONS = [
+    ("users", "Users"),
+    ("groups", "Groups"),
+    ("approvals", "Approvals"),
+    ("audit", "Audit log"),
+    ("retention", "Retention"),
+    ("system", "System"),
+]
+
+
+def _safe_next(value: str | None) -> str:
+    """A local path to return to after sign-in; anything else becomes '/'."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    return value
+
+
+def _signed_in(request: Request, session: Any, rt: Any, now: Any) -> User | None:
+    try:
+        return authenticate(request, session, rt, now).user
+    except NotAuthenticated:
+        return None
+
+
+def _render(
+    request: Request, rt: Any, name: str, user: User | None, **context: Any
+) -> HTMLResponse:
+    response = templates.TemplateResponse(
+        request,
+        name,
+        {
+            "user": user,
+            "csrf_cookie": cookie_names(rt.settings.auth).csrf,
+            "version": __version__,
+            "admin_sections": ADMIN_SECTIONS,
+            **context,
+        },
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _to_signin(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/signin?next={quote(target, safe='/')}", status_code=303)
+
+
+@router.get("/signin")
+def signin_page(
+    request: Request, session: SessionDep, rt: RuntimeDep, now: NowDep, next: str | None = None
+) -> Response:
+    """Sign in: password, then the authenticator code (or enrolment), then a new password."""
+    target = _safe_next(next)
+    if _signed_in(request, session, rt, now) is not None:
+        return RedirectResponse(target, status_code=303)
+    return _render(request, rt, "signin.html", None, next=target, page="signin")
+
+
+def _user_page(name: str, page: str) -> Any:
+    def handler(request: Request, session: SessionDep, rt: RuntimeDep, now: NowDep) -> Response:
+        user = _signed_in(request, session, rt, now)
+        if user is None:
+            return _to_signin(request)
+        return _render(request, rt, name, user, page=page)
+
+    return handler
+
+
+router.add_api_route("/", _user_page("chat.html", "chat"), methods=["GET"])
+router.add_api_route("/documents", _user_page("documents.html", "documents"), methods=["GET"])
+router.add_api_route("/account", _user_page("account.html", "account"), methods=["GET"])
+
+
+@router.get("/admin")
+def admin_home() -> RedirectResponse:
+    """The first admin section."""
+    return RedirectResponse("/admin/users", status_code=303)
+
+
+def _system_status(request: Request, session: Any, rt: Any) -> dict[str, Any]:
+    """What the system page shows that no API carries yet: index, queue, worker, models."""
+    jobs = getattr(request.app.state, "jobs", None)
+    by_state = dict(
+        session.execute(select(Document.state, func.count()).group_by(Document.state)).all()
+    )
+    index_dir: Path = rt.settings.index_dir
+    index_bytes = (
+        sum(f.stat().st_size for f in index_dir.rglob("*") if f.is_file())
+        if index_dir.is_dir()
+        else None
+    )
+    return {
+        "worker": "running" if jobs is not None and jobs.alive() else "off",
+        "index_backend": rt.settings.index.backend,
+        "index_bytes": index_bytes,
+        "documents": by_state,
+        "queue": rt.scheduler.snapshot(),
+        "chat_model": rt.settings.models.chat_model,
+        "embedder": rt.settings.models.embedder,
+    }
+
+
+def _models(rt: Any) -> list[dict[str, Any]]:
+    """Bundled and registered models, without hashing (the page offers the CLI for that)."""
+    from models.manifest import ModelRegistry
+
+    active = {rt.settings.models.chat_model, rt.settings.models.embedder}
+    rows = []
+    for entry in ModelRegistry(rt.settings.models_dir / "registry.json").entries():
+        rows.append(
+            {
+                "name": entry.name,
+                "kind": entry.kind,
+                "source": entry.source,
+                "sha256": entry.sha256,
+                "active": entry.name in active,
+            }
+        )
+    return rows
+
+
+@router.get("/admin/{section}")
+def admin_page(
+    section: str, request: Request, session: SessionDep, rt: RuntimeDep, now: NowDep
+) -> Response:
+    """An admin section; 403 for signed-in users without the admin role."""
+    user = _signed_in(request, session, rt, now)
+    if user is None:
+        return _to_signin(request)
+    if section not in dict(ADMIN_SECTIONS):
+        response = _render(
+            request,
+            rt,
+            "error.html",
+            user,
+            page="admin",
+            status=404,
+            message="There is no such admin page.",
+        )
+        response.status_code = 404
+        return response
+    if not user.is_admin:
+        response = _render(
+            request,
+            rt,
+            "error.html",
+            user,
+            page="admin",
+            status=403,
+            message="This page is for administrators. Ask one if you need something changed.",
+        )
+        response.status_code = 403
+        return response
+    extra: dict[str, Any] = {}
+    if section == "system":
+        extra = {"status": _system_status(request, session, rt), "models": _models(rt)}
+    return _render(
+        request, rt, f"admin/{section}.html", user, page="admin", section=section, **extra
+    )

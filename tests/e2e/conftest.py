@@ -1,0 +1,197 @@
+"""End-to-end fixtures: the real app (real models, real index) served by uvicorn, and Chromium.
+
+Chromium is Debian's (`/usr/bin/chromium`, installed by `.ci/run`): `playwright install`
+cannot download browsers here. The launch arguments stop every lookup outside this machine.
+The server runs with `auth.cookie_secure = true`, as in production: Chromium treats
+http://127.0.0.1 as a secure context and accepts `Secure` and `__Host-` cookies from it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from playwright.sync_api import Browser as PwBrowser
+from playwright.sync_api import BrowserContext, BrowserType, ConsoleMessage, Page
+
+from appliance.bootstrap import init
+from appliance.main import create_app
+from appliance.runtime import Runtime, open_runtime
+from tests.fixtures.app import make_settings
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-pings",
+    "--disable-features=AutofillServerCommunication,OptimizationHints,MediaRouter",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+]
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args() -> dict[str, Any]:
+    """pytest-playwright's launch arguments: Debian's Chromium, no outside lookups."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does).")
+    return {"executable_path": CHROMIUM, "headless": True, "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="session")
+def chromium(
+    browser_type: BrowserType, browser_type_launch_args: dict[str, Any]
+) -> Iterator[PwBrowser]:
+    """One Chromium for the session (each user gets an own context: own cookies)."""
+    browser = browser_type.launch(**browser_type_launch_args)
+    yield browser
+    browser.close()
+
+
+class CitingGenerator:
+    """The real bundled model, with " [1]" after its answer.
+
+    SmolLM2-135M almost never writes citation markers by itself (probed: no marker in a
+    dozen phrasings at temperature 0), so without this the journey could not click a
+    citation. Everything else stays real: the model streams its own tokens, and the
+    citation filter, the `sources` event, the server-side rendering and the passage
+    dialog handle the marker exactly as they would one the model wrote.
+    """
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.name = real.name
+        self.context_length = real.context_length
+
+    def count_tokens(self, text: str) -> int:
+        return int(self.real.count_tokens(text))
+
+    def count_chat_tokens(self, messages: Any) -> int:
+        return int(self.real.count_chat_tokens(messages))
+
+    def stream(self, messages: Any, **kw: Any) -> Iterator[str]:
+        yield from self.real.stream(messages, **kw)
+        yield " [1]"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Site:
+    """The running appliance: its address, runtime and first admin's one-time password."""
+
+    url: str
+    rt: Runtime
+    admin_password: str
+    problems: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="session")
+def site(
+    tmp_path_factory: pytest.TempPathFactory, real_embedder: object, real_generator: object
+) -> Iterator[Site]:
+    """A fresh instance with the real bundled models, served on a free loopback port."""
+    root = tmp_path_factory.mktemp("e2e-instance")
+    settings = make_settings(root)
+    report = init(settings)
+    assert report.admin_password is not None
+    generator = CitingGenerator(real_generator)
+    rt = open_runtime(settings, embedder=real_embedder, generator=generator)  # type: ignore[arg-type]
+    rt.settings.chat.answer_max_tokens = 40  # the 135M model on 2 cores: keep answers short
+    rt.settings.chat.temperature = 0.0
+    app = create_app(settings, runtime=rt, background=True)
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="e2e-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        assert thread.is_alive(), "uvicorn stopped during start-up"
+        time.sleep(0.05)
+    yield Site(url=f"http://127.0.0.1:{port}", rt=rt, admin_password=report.admin_password)
+    server.should_exit = True
+    thread.join(30)
+    rt.close()
+
+
+class Watched:
+    """A browser context whose pages record CSP violations, script errors and failed loads."""
+
+    def __init__(self, context: BrowserContext, site: Site, name: str) -> None:
+        self.context = context
+        self.site = site
+        self.name = name
+        self.problems: list[str] = []
+        context.on("page", self._watch)
+
+    def _watch(self, page: Page) -> None:
+        def console(msg: ConsoleMessage) -> None:
+            text = msg.text
+            if "Content Security Policy" in text or "Refused to" in text:
+                self.problems.append(f"CSP: {text}")
+            elif msg.type == "error" and "Failed to load resource" not in text:
+                self.problems.append(f"console error: {text}")
+
+        page.on("console", console)
+        page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
+        page.on(
+            "requestfailed",
+            lambda req: (
+                None
+                if req.url.startswith(self.site.url)
+                else self.problems.append(f"outside request: {req.url}")
+            ),
+        )
+
+    def new_page(self) -> Page:
+        """A page in this context, watched."""
+        page = self.context.new_page()
+        page.set_default_timeout(20_000)
+        return page
+
+
+@pytest.fixture
+def contexts(chromium: PwBrowser, site: Site) -> Iterator[Any]:
+    """Make watched browser contexts (one per person); fail on CSP violations or JS errors."""
+    made: list[Watched] = []
+
+    def make(name: str, *, phone: bool = False) -> Watched:
+        viewport = {"width": 390, "height": 844} if phone else {"width": 1280, "height": 900}
+        context = chromium.new_context(
+            base_url=site.url, viewport=viewport, reduced_motion="reduce"
+        )
+        watched = Watched(context, site, name)
+        made.append(watched)
+        return watched
+
+    yield make
+    problems = [f"{w.name}: {p}" for w in made for p in w.problems]
+    for w in made:
+        w.context.close()
+    assert not problems, "\n".join(problems)
+
+
+def shot(page: Page, name: str) -> None:
+    """Save a full-page screenshot as a test artifact."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)

@@ -1,0 +1,172 @@
+"""Journeys in a real browser against the real appliance (real models, real index).
+
+First admin signs in and enrols; creates users and a group; a user enrols, uploads a
+document, waits for "indexed", asks, sees a streamed answer whose citation opens the
+passage; a user without a grant asks the same and gets no such source; the admin sees both
+questions in the audit log. Every page is screenshotted into test-artifacts/screenshots/.
+Any CSP violation, script error or request to another host fails the test (conftest.py).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pyotp
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.e2e.conftest import Site, shot
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+QUESTION = "How many weeks of parental leave do parents get?"
+HANDBOOK = (
+    "# Parental Leave\n\n"
+    "Parents receive twenty weeks of paid parental leave. Leave can be split into two "
+    "blocks within the child's first year.\n\n"
+    "# Office Hours\n\nThe Lisbon office opens at eight and closes at six.\n"
+)
+NEW_PASSWORD = "a lantern in the orchard at dusk"
+
+
+def first_sign_in(page: Page, username: str, one_time: str, shots: str | None = None) -> str:
+    """Sign in with a one-time password, enrol TOTP (code computed from the page's secret),
+    keep the recovery codes, choose a password; returns the TOTP secret."""
+    page.goto("/signin")
+    if shots:
+        shot(page, f"{shots}-signin")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password", exact=True).fill(one_time)
+    page.get_by_role("button", name="Continue").click()
+    secret_box = page.locator("#enrol-secret")
+    expect(secret_box).to_be_visible()
+    expect(page.locator("#enrol-qr")).to_be_visible()
+    secret = (secret_box.text_content() or "").strip()
+    assert re.fullmatch(r"[A-Z2-7]{16,}", secret), secret
+    if shots:
+        shot(page, f"{shots}-enrol")
+    page.get_by_label("Code from the app").fill(pyotp.TOTP(secret).now())
+    page.get_by_role("button", name="Confirm").click()
+    expect(page.locator("#recovery-codes li")).to_have_count(10)
+    if shots:
+        shot(page, f"{shots}-recovery-codes")
+    page.get_by_role("button", name="I have stored them").click()
+    page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
+    page.get_by_label("New password again").fill(NEW_PASSWORD)
+    if shots:
+        shot(page, f"{shots}-new-password")
+    page.get_by_role("button", name="Save password").click()
+    page.wait_for_url(re.compile(r"/(\?.*)?$"))
+    expect(page.locator("#sign-out")).to_be_visible()
+    return secret
+
+
+def create_user(page: Page, username: str) -> str:
+    """As an admin on /admin/users: create an account; returns its one-time password."""
+    page.goto("/admin/users")
+    page.get_by_label("New username").fill(username)
+    page.get_by_role("button", name="Create user").click()
+    secret = page.locator("#one-time-password")
+    expect(secret).not_to_be_empty()
+    password = (secret.text_content() or "").strip()
+    expect(page.locator(f'tr[data-username="{username}"]')).to_be_visible()
+    page.get_by_role("button", name="Done").click()
+    return password
+
+
+def upload(page: Page, path: Path) -> None:
+    """On /documents: upload one file and wait until it is indexed."""
+    page.goto("/documents")
+    page.locator("#files").set_input_files(str(path))
+    item = page.locator(".upload-item", has_text=path.name)
+    expect(item.locator(".upload-status")).to_have_text(
+        re.compile("Indexed|Failed"), timeout=120_000
+    )
+    expect(item.locator(".upload-status")).to_have_text(re.compile("^Indexed"))
+
+
+def ask(page: Page, question: str) -> Any:
+    """On the chat page: ask, see tokens stream (the stop button shows), wait for the end."""
+    page.get_by_label("Your question").fill(question)
+    page.get_by_label("Your question").press("Enter")
+    expect(page.locator(".msg-user").last).to_have_text(re.compile(re.escape(question)))
+    answer = page.locator(".msg-answer").last
+    expect(answer.locator(".msg-actions button", has_text="Copy")).to_be_visible(timeout=120_000)
+    expect(page.locator("#stop")).to_be_hidden()
+    return answer
+
+
+def test_admin_and_users_journey(contexts: Any, site: Site, tmp_path: Path) -> None:
+    # -- the first admin signs in, enrols, creates two users and a group -----------------
+    admin = contexts("admin").new_page()
+    first_sign_in(admin, "admin", site.admin_password, shots="01-admin")
+    shot(admin, "02-chat-empty")
+    erin_otp = create_user(admin, "erin")
+    sam_otp = create_user(admin, "sam")
+    shot(admin, "03-admin-users")
+    admin.goto("/admin/groups")
+    admin.get_by_label("New group").fill("staff")
+    admin.get_by_role("button", name="Create group").click()
+    group = admin.locator('section.group[data-name="staff"]')
+    expect(group).to_be_visible()
+    group.get_by_label("Add member").select_option(label="erin")
+    group.get_by_role("button", name="Add", exact=True).click()
+    expect(group.locator(".members")).to_contain_text("erin")
+    shot(admin, "04-admin-groups")
+
+    # -- erin enrols, uploads, asks, opens the cited passage --------------------------------
+    erin = contexts("erin").new_page()
+    first_sign_in(erin, "erin", erin_otp, shots="05-user")
+    handbook = tmp_path / "handbook.md"
+    handbook.write_text(HANDBOOK)
+    upload(erin, handbook)
+    expect(erin.locator("#documents tr", has_text="handbook.md")).to_contain_text("Indexed")
+    shot(erin, "06-documents")
+    erin.goto("/")
+    answer = ask(erin, QUESTION)
+    shot(erin, "07-chat-answer")
+    sources = answer.locator(".sources .source-open")
+    expect(sources.first).to_contain_text("handbook.md")
+    answer.locator("button.cite").first.click()
+    dialog = erin.locator("#passage")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#passage-text")).to_contain_text("twenty weeks")
+    expect(dialog.locator("#passage-meta")).to_contain_text("Parental Leave")
+    shot(erin, "08-chat-passage")
+    erin.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    answer.get_by_role("button", name="Helpful", exact=True).click()
+    expect(answer.get_by_role("button", name="Helpful", exact=True)).to_have_attribute(
+        "aria-pressed", "true"
+    )
+    erin.reload()  # the conversation, its rendered answer and the rating come back
+    rated = erin.locator(".msg-answer").last.get_by_role("button", name="Helpful", exact=True)
+    expect(rated).to_have_attribute("aria-pressed", "true")
+    erin.goto("/account")
+    expect(erin.locator("#sessions tr")).to_have_count(1)
+    shot(erin, "09-account")
+
+    # -- sam, without a grant, asks the same and gets no such source -----------------------
+    sam = contexts("sam", phone=True).new_page()
+    first_sign_in(sam, "sam", sam_otp)
+    sam_answer = ask(sam, QUESTION)
+    expect(sam_answer).to_contain_text("could not find anything")
+    expect(sam_answer.locator(".sources li")).to_have_count(0)
+    expect(sam_answer).not_to_contain_text("twenty")
+    shot(sam, "10-chat-phone-no-source")
+    sam.goto("/admin/users")
+    expect(sam.get_by_role("heading", name="Not for this account")).to_be_visible()
+
+    # -- the admin's other pages ------------------------------------------------------------
+    for section in ("approvals", "retention", "system"):
+        admin.goto(f"/admin/{section}")
+        expect(admin.locator("h1, h2").first).to_be_visible()
+        shot(admin, f"11-admin-{section}")
+
+    # -- the admin sees both questions in the audit log -------------------------------------
+    admin.goto("/admin/audit")
+    shot(admin, "12-admin-audit")
+    expect(admin.locator("#audit-entries")).to_contain_text("erin")
+    expect(admin.locator("#audit-entries")).to_contain_text("sam")

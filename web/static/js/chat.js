@@ -1,0 +1,384 @@
+// Chat: conversations, streamed answers (plain text while streaming, then the server's
+// sanitised HTML), citations that open the cited passage, copy, feedback, stop.
+import { ApiError, api, clear, confirmDialog, copyText, el, errorFrom, headers, showError, toast } from "./api.js";
+
+const list = document.getElementById("conversation-list");
+const listEmpty = document.getElementById("conversations-empty");
+const messages = document.getElementById("messages");
+const emptyState = document.getElementById("chat-empty");
+const titleEl = document.getElementById("thread-title");
+const form = document.getElementById("composer");
+const question = document.getElementById("question");
+const sendButton = document.getElementById("send");
+const stopButton = document.getElementById("stop");
+const status = document.getElementById("chat-status");
+const errorBox = document.getElementById("chat-error");
+const passage = document.getElementById("passage");
+const sidebar = document.getElementById("conversations");
+const toggle = document.getElementById("toggle-conversations");
+
+let current = null; // conversation id
+let controller = null; // AbortController of the answer being streamed
+
+// -- conversations ----------------------------------------------------------------------
+
+async function loadConversations() {
+  let items = [];
+  try {
+    items = await api("GET", "/api/conversations");
+  } catch (error) {
+    showError(errorBox, error);
+    return;
+  }
+  clear(list);
+  listEmpty.hidden = items.length > 0;
+  for (const item of items) list.append(conversationItem(item));
+}
+
+function conversationItem(item) {
+  const open = el("button", {
+    type: "button",
+    class: "conversation-open",
+    "aria-current": item.id === current ? "true" : null,
+    onclick: () => openConversation(item.id),
+  }, item.title);
+  const rename = el("button", {
+    type: "button", class: "icon", "aria-label": `Rename “${item.title}”`, title: "Rename",
+    onclick: () => startRename(li, item),
+  }, "Rename");
+  const remove = el("button", {
+    type: "button", class: "icon", "aria-label": `Delete “${item.title}”`, title: "Delete",
+    onclick: () => removeConversation(item),
+  }, "Delete");
+  const li = el("li", { dataset: { id: item.id } }, open, el("span", { class: "row-actions" }, rename, remove));
+  return li;
+}
+
+function startRename(li, item) {
+  const input = el("input", { "aria-label": "New title", maxlength: 200, required: true });
+  input.value = item.title;
+  const save = el("button", { type: "submit" }, "Save");
+  const cancel = el("button", { type: "button", onclick: () => loadConversations() }, "Cancel");
+  const renameForm = el("form", { class: "rename" }, input, save, cancel);
+  renameForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      await api("PATCH", `/api/conversations/${item.id}`, { title: input.value.trim() });
+      if (item.id === current) titleEl.textContent = input.value.trim();
+      await loadConversations();
+    } catch (error) {
+      toast(error.message);
+    }
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") loadConversations();
+  });
+  clear(li).append(renameForm);
+  input.focus();
+  input.select();
+}
+
+async function removeConversation(item) {
+  if (!(await confirmDialog(`Delete the conversation “${item.title}”? This cannot be undone.`))) return;
+  try {
+    await api("DELETE", `/api/conversations/${item.id}`);
+    if (item.id === current) newConversation();
+    await loadConversations();
+    toast("Conversation deleted.");
+  } catch (error) {
+    toast(error.message);
+  }
+}
+
+function newConversation() {
+  if (controller) controller.abort();
+  current = null;
+  history.replaceState(null, "", "/");
+  titleEl.textContent = "New conversation";
+  clear(messages).append(emptyState);
+  emptyState.hidden = false;
+  errorBox.hidden = true;
+  status.textContent = "";
+  for (const b of list.querySelectorAll(".conversation-open")) b.removeAttribute("aria-current");
+  question.focus();
+}
+
+async function openConversation(id) {
+  if (controller) controller.abort();
+  errorBox.hidden = true;
+  let conv;
+  try {
+    conv = await api("GET", `/api/conversations/${id}`);
+  } catch (error) {
+    if (error.status === 404) {
+      newConversation();
+      toast("That conversation no longer exists.");
+      return;
+    }
+    showError(errorBox, error);
+    return;
+  }
+  current = conv.id;
+  history.replaceState(null, "", `/?c=${encodeURIComponent(conv.id)}`);
+  titleEl.textContent = conv.title;
+  clear(messages);
+  for (const m of conv.messages) {
+    if (m.role === "user") messages.append(questionNode(m.text));
+    else {
+      const node = answerNode();
+      finishAnswer(node, { html: m.html, text: m.text, sources: m.sources, id: m.id, feedback: m.feedback });
+      messages.append(node.root);
+    }
+  }
+  for (const b of list.querySelectorAll(".conversation-open")) {
+    b.toggleAttribute("aria-current", b.parentElement.dataset.id === current);
+  }
+  closeSidebar();
+  messages.lastElementChild?.scrollIntoView({ block: "end" });
+  question.focus();
+}
+
+// -- messages ---------------------------------------------------------------------------
+
+function questionNode(text) {
+  return el("div", { class: "msg msg-user" }, el("p", { class: "who" }, "You"), el("p", { class: "body" }, text));
+}
+
+function answerNode() {
+  const body = el("div", { class: "body streaming" });
+  const sources = el("ol", { class: "sources", "aria-label": "Sources" });
+  const actions = el("div", { class: "msg-actions" });
+  const root = el("article", { class: "msg msg-answer" }, el("p", { class: "who" }, "Assistant"), body, sources, actions);
+  return { root, body, sources, actions, text: "", sourceList: [] };
+}
+
+function sourceLabel(s) {
+  const parts = [s.title && s.title !== s.filename ? `${s.title} (${s.filename})` : s.filename];
+  if (s.page) parts.push(`page ${s.page}`);
+  if (s.heading && s.heading !== s.title) parts.push(s.heading);
+  return parts.join(" · ");
+}
+
+function finishAnswer(node, { html, text, sources, id, feedback }) {
+  node.text = text;
+  node.sourceList = sources || [];
+  node.body.classList.remove("streaming");
+  // html is rendered and sanitised by the server (appliance/chat/render.py): markdown-it
+  // with raw HTML escaped, links inert, images dropped, then nh3 with a short allow-list.
+  if (typeof html === "string") node.body.innerHTML = html;
+  else node.body.textContent = text;
+  clear(node.sources);
+  for (const s of node.sourceList) {
+    if (s.status) {
+      node.sources.append(el("li", { class: "source gone" }, `[${s.marker}] This source is ${s.status}.`));
+      continue;
+    }
+    node.sources.append(el("li", { class: "source" },
+      el("button", { type: "button", class: "source-open", dataset: { marker: s.marker } },
+        `[${s.marker}] ${sourceLabel(s)}`)));
+  }
+  node.sources.hidden = node.sourceList.length === 0;
+  clear(node.actions);
+  const copy = el("button", { type: "button", onclick: async () => {
+    toast((await copyText(node.text)) ? "Answer copied." : "Copy failed: select the text by hand.");
+  } }, "Copy");
+  node.actions.append(copy);
+  if (id) node.actions.append(...feedbackButtons(id, feedback));
+  node.root.addEventListener("click", (event) => {
+    const target = event.target.closest("button.cite, button.source-open");
+    if (!target) return;
+    const source = node.sourceList.find((s) => String(s.marker) === target.dataset.marker);
+    if (source) openPassage(source, target);
+  });
+}
+
+function feedbackButtons(id, initial) {
+  const helpful = el("button", { type: "button", class: "feedback", "aria-pressed": String(initial === "helpful") }, "Helpful");
+  const notHelpful = el("button", { type: "button", class: "feedback", "aria-pressed": String(initial === "not_helpful") }, "Not helpful");
+  const set = async (rating, button) => {
+    const pressed = button.getAttribute("aria-pressed") === "true";
+    const value = pressed ? null : rating;
+    try {
+      await api("PUT", `/api/chat/messages/${id}/feedback`, { rating: value });
+      helpful.setAttribute("aria-pressed", String(value === "helpful"));
+      notHelpful.setAttribute("aria-pressed", String(value === "not_helpful"));
+      toast(value ? "Thank you for the feedback." : "Feedback removed.");
+    } catch (error) {
+      toast(error.message);
+    }
+  };
+  helpful.addEventListener("click", () => set("helpful", helpful));
+  notHelpful.addEventListener("click", () => set("not_helpful", notHelpful));
+  return [helpful, notHelpful];
+}
+
+let returnFocus = null;
+
+async function openPassage(source, opener) {
+  returnFocus = opener;
+  document.getElementById("passage-title").textContent = `[${source.marker}] ${source.title || source.filename}`;
+  const meta = [];
+  if (source.title && source.filename) meta.push(source.filename);
+  if (source.page) meta.push(`page ${source.page}`);
+  if (source.heading) meta.push(source.heading);
+  document.getElementById("passage-meta").textContent = meta.join(" · ");
+  const text = document.getElementById("passage-text");
+  text.textContent = source.snippet || "Loading…";
+  passage.showModal();
+  try {
+    const full = await api("GET", `/api/documents/${encodeURIComponent(source.doc_id)}/chunks/${source.chunk_no}`);
+    text.textContent = full.text;
+  } catch (error) {
+    text.textContent = error.status === 404
+      ? "This passage is no longer available to you (the document was removed or its access changed)."
+      : error.message;
+  }
+}
+
+document.getElementById("passage-close").addEventListener("click", () => passage.close());
+passage.addEventListener("close", () => returnFocus?.focus());
+passage.addEventListener("click", (event) => {
+  if (event.target === passage) passage.close(); // a click on the backdrop
+});
+
+// -- asking -----------------------------------------------------------------------------
+
+async function* readEvents(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      let kind = "message";
+      let data = "";
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event: ")) kind = line.slice(7);
+        else if (line.startsWith("data: ")) data += line.slice(6);
+      }
+      yield { kind, data: data ? JSON.parse(data) : {} };
+    }
+  }
+}
+
+function busy(on) {
+  sendButton.hidden = on;
+  stopButton.hidden = !on;
+  messages.setAttribute("aria-busy", String(on));
+  if (on) stopButton.focus();
+}
+
+async function ask(text) {
+  errorBox.hidden = true;
+  emptyState.hidden = true;
+  if (emptyState.parentElement) emptyState.remove();
+  messages.append(questionNode(text));
+  const node = answerNode();
+  node.body.textContent = "";
+  messages.append(node.root);
+  node.root.scrollIntoView({ block: "end" });
+  status.textContent = "Searching your documents…";
+  controller = new AbortController();
+  const mine = controller;
+  busy(true);
+  let sources = [];
+  let finished = false;
+  const wasNew = current === null;
+  try {
+    const response = await fetch("/api/chat", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: headers("POST", { "Content-Type": "application/json", Accept: "text/event-stream" }),
+      body: JSON.stringify({ question: text, conversation_id: current }),
+      signal: mine.signal,
+    });
+    if (!response.ok) throw await errorFrom(response);
+    for await (const { kind, data } of readEvents(response)) {
+      if (kind === "conversation") {
+        current = data.id;
+        history.replaceState(null, "", `/?c=${encodeURIComponent(current)}`);
+        if (wasNew) titleEl.textContent = text.slice(0, 80);
+      } else if (kind === "queue") {
+        status.textContent = data.position === 1
+          ? "Waiting for the model: you are next in line."
+          : `Waiting for the model: you are number ${data.position} in line.`;
+      } else if (kind === "token") {
+        status.textContent = "Writing the answer…";
+        node.text += data.text;
+        node.body.textContent = node.text; // plain text while streaming
+      } else if (kind === "sources") {
+        sources = data.sources;
+      } else if (kind === "done") {
+        finished = true;
+        finishAnswer(node, { html: data.html, text: node.text, sources, id: data.message_id, feedback: null });
+        status.textContent = data.stopped ? "Stopped." : "";
+      } else if (kind === "error") {
+        throw new ApiError(500, data.message || "The answer failed. Try again in a moment.");
+      }
+    }
+  } catch (error) {
+    if (error.name === "AbortError") {
+      status.textContent = "Stopped. The part written so far is kept in the conversation.";
+      finishAnswer(node, { text: node.text + " …", sources: [], id: null });
+    } else {
+      node.root.remove();
+      showError(errorBox, error);
+      status.textContent = "";
+    }
+  } finally {
+    if (controller === mine) controller = null;
+    busy(false);
+    if (!finished && status.textContent.startsWith("Writing")) status.textContent = "";
+    loadConversations();
+  }
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = question.value.trim();
+  if (!text || controller) return;
+  question.value = "";
+  ask(text);
+});
+
+question.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    form.requestSubmit();
+  }
+});
+
+stopButton.addEventListener("click", () => {
+  if (controller) controller.abort();
+  question.focus();
+});
+
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && controller && !passage.open) controller.abort();
+  if (event.altKey && (event.key === "n" || event.key === "N")) {
+    event.preventDefault();
+    newConversation();
+  }
+});
+
+document.getElementById("new-conversation").addEventListener("click", newConversation);
+
+function closeSidebar() {
+  sidebar.classList.remove("open");
+  toggle.setAttribute("aria-expanded", "false");
+}
+
+toggle.addEventListener("click", () => {
+  const open = sidebar.classList.toggle("open");
+  toggle.setAttribute("aria-expanded", String(open));
+});
+
+await loadConversations();
+const wanted = new URLSearchParams(location.search).get("c");
+if (wanted) await openConversation(wanted);
+else question.focus();
