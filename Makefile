@@ -16,10 +16,10 @@ export TRANSFORMERS_OFFLINE := 1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run init env test test-fast lint format bench clean bundle ansible-test
+.PHONY: help setup run init env test test-fast e2e lint format bench clean bundle ansible-test
 
 help: ## Show the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml requirements/models.txt packages/en_core_web_sm/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
@@ -55,6 +55,9 @@ test: setup ## Set up and run every test (what CI runs)
 
 test-fast: setup ## Unit tests only, no real models or subprocesses (the edit loop)
 	$(VENV)/bin/pytest -q -m "not slow and not e2e" tests/unit $(PYTEST_ARGS)
+
+e2e: setup ## Browser journeys in Debian's Chromium (screenshots in test-artifacts/)
+	$(VENV)/bin/pytest -q -m e2e tests/e2e $(PYTEST_ARGS)
 
 lint: setup ## ruff and mypy
 	$(VENV)/bin/ruff check .
