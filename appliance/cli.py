@@ -28,6 +28,9 @@ from appliance.bootstrap import current_user_name, init, schema_is_current
 from appliance.chat.tables import CHAT_KEY
 from appliance.config import Settings, get_settings, masked_dump
 from appliance.errors import ApplianceError, NotFound
+from appliance.jobs import cli as jobs_cli
+from appliance.privacy import cli as privacy_cli
+from appliance.retention import cli as retention_cli
 
 app = typer.Typer(
     help="Operate the on-premises RAG appliance on this server.",
@@ -40,7 +43,7 @@ models_app = typer.Typer(help="List, verify and register local models.", no_args
 docs_app = typer.Typer(
     help="List documents; grant, revoke, classify and delete them.", no_args_is_help=True
 )
-jobs_app = typer.Typer(help="Run background jobs now.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Run scheduled jobs now; list them.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 app.add_typer(docs_app, name="docs")
@@ -659,39 +662,6 @@ def docs_delete(
     out.print(f"Deleted {doc_id}.")
 
 
-@jobs_app.command("run")
-def jobs_run(
-    name: Annotated[str, typer.Argument(help="Job name: cleanup.")],
-) -> None:
-    """Run a job now: `cleanup` resets interrupted ingestion, removes orphans and old sessions."""
-    from appliance.documents.ingestion import IngestionWorker
-
-    if name != "cleanup":
-        raise NotFound(f"No job {name!r}. Jobs: cleanup.")
-    from appliance.jobs.runner import purge_sessions
-
-    rt = _runtime()
-    worker = IngestionWorker(rt)
-    try:
-        report = worker.recover()
-        expired_sessions = purge_sessions(rt)
-    finally:
-        worker.close()
-        rt.close()
-    out.print_json(
-        json.dumps(
-            {
-                "requeued": len(report.requeued),
-                "failed": len(report.failed),
-                "deletions_finished": len(report.deletions_finished),
-                "orphan_points_removed": len(report.orphan_points_removed),
-                "orphan_blobs_removed": report.orphan_blobs_removed,
-                "expired_sessions_removed": expired_sessions,
-            }
-        )
-    )
-
-
 @users_app.command("create")
 def users_create(
     name: Annotated[str, typer.Argument(help="Username (1-64 characters, no ':').")],
@@ -1033,6 +1003,18 @@ def keys_check(
             out.print(f"OK: {report.data_keys} data keys unwrap; every object has its key.")
     if not report.ok:
         raise typer.Exit(1)
+
+
+# -- jobs, retention, privacy (the commands live beside their domains) -----------------
+
+jobs_app.command("run")(jobs_cli.jobs_run)
+jobs_app.command("list")(jobs_cli.jobs_list)
+app.add_typer(retention_cli.retention_app, name="retention")
+docs_app.command("hold")(retention_cli.docs_hold)
+docs_app.command("release")(retention_cli.docs_release)
+docs_app.command("retain")(retention_cli.docs_retain)
+users_app.command("erase")(privacy_cli.users_erase)
+users_app.command("export")(privacy_cli.users_export)
 
 
 def main() -> None:
