@@ -94,7 +94,7 @@ def _playbook(target_inventory: Path, vault_pass_file: Path) -> subprocess.Compl
             str(ANSIBLE_BIN / "ansible-playbook"),
             "-v",
             "-i",
-            str(target_inventory),
+            str(target_inventory / "hosts.yml"),
             "--vault-password-file",
             str(vault_pass_file),
             str(ANSIBLE_DIR / "site.yml"),
