@@ -18,7 +18,6 @@ from fastapi import Path as FastApiPath
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
 from appliance.acl import service as acl
 from appliance.approvals import service as approvals
@@ -51,6 +50,7 @@ from appliance.documents.schemas import (
     PassageOut,
 )
 from appliance.documents.tables import DELETING, Chunk, Document, DocumentGrant
+from appliance.documents.upload import receive
 from appliance.errors import InvalidInput, NotFound, PayloadTooLarge, PermissionDenied
 from appliance.runtime import Runtime
 
@@ -344,37 +344,33 @@ async def upload(request: Request, user: CurrentUser, rt: RuntimeDep) -> Documen
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + 64 * 1024:  # multipart framing
         raise too_large
-    async with request.form(max_files=1, max_fields=MAX_GRANTS_AT_UPLOAD + 2) as form:
-        file = form.get("file")
-        if not isinstance(file, UploadFile):
-            raise InvalidInput("Send the file as the multipart field 'file'.")
-        grants = [g for g in form.getlist("grants") if isinstance(g, str) and g.strip()]
-        classification = form.get("classification")
-        if classification is not None and not isinstance(classification, str):
-            raise InvalidInput("The classification is a text field.")
-        filename = PurePath((file.filename or "upload").replace("\\", "/")).name[:255]
-        tmp = _upload_dir()
-        try:
-            path = tmp / "upload"
-            size = 0
-            with path.open("xb") as out:
-                while chunk := await file.read(1024 * 1024):
-                    size += len(chunk)
-                    if size > limit:
-                        raise too_large
-                    out.write(chunk)
-            return await run_in_threadpool(
-                _submit,
-                rt,
-                user.id,
-                path,
-                filename or "upload",
-                grants,
-                classification,
-                client_address(request),
-            )
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _upload_dir()
+    try:
+        received = await receive(
+            request.headers.get("content-type", ""),
+            request.stream(),
+            dest=tmp,
+            limit=limit,
+            max_fields=MAX_GRANTS_AT_UPLOAD + 1,
+            too_large=too_large,
+        )
+        grants = [g for g in received.fields.get("grants", []) if g.strip()]
+        classifications = received.fields.get("classification", [])
+        if len(classifications) > 1:
+            raise InvalidInput("Send one classification.")
+        filename = PurePath(received.filename.replace("\\", "/")).name[:255]
+        return await run_in_threadpool(
+            _submit,
+            rt,
+            user.id,
+            received.path,
+            filename or "upload",
+            grants,
+            classifications[0] if classifications else None,
+            client_address(request),
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _submit(
