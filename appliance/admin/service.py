@@ -24,7 +24,7 @@ from appliance.audit import service as audit
 from appliance.errors import InvalidInput, Maintenance, ReadOnly
 
 ANSWERING_MESSAGE = (
-    "Answering is paused: an admin stopped the assistant for maintenance. "
+    "Maintenance: an admin paused answering questions for now. "
     "Your question was not stored. Please try again later."
 )
 READ_ONLY_MESSAGE = (
