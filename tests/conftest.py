@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.app",
     "tests.fixtures.auth",
     "tests.fixtures.chat",
+    "tests.fixtures.postgres",
 ]

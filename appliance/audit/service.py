@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from appliance.audit.tables import AuditEvent
@@ -82,6 +82,26 @@ def _entry_hash(event: AuditEvent) -> str:
     ).hexdigest()
 
 
+CHAIN_LOCK_KEY = 0x617564697431  # "audit1": the advisory lock that serialises appenders
+
+
+def _lock_chain(session: Session) -> None:
+    """Take the chain's write lock, held until the transaction ends, before reading the head.
+
+    Two appenders that read the same head would fork the chain (a false tamper alarm).
+    Locking the head row is not enough: on PostgreSQL a waiter that gets the lock is handed
+    the row it waited for, now stale, and SQLite's driver reads outside a transaction.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
+    else:
+        # A write statement (matching nothing) makes pysqlite open the transaction and takes
+        # SQLite's write lock, waiting for the busy timeout if another writer holds it.
+        session.execute(
+            update(AuditEvent).where(AuditEvent.id == -1).values(actor=AuditEvent.actor)
+        )
+
+
 def record(
     session: Session,
     *,
@@ -94,9 +114,9 @@ def record(
     now: dt.datetime | None = None,
 ) -> AuditEvent:
     """Append one event to the chain (in the caller's transaction); ``now`` for tests."""
-    # Serialise writers: on PostgreSQL lock the head row; SQLite serialises writes itself.
+    _lock_chain(session)
     last = session.execute(
-        select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1).with_for_update()
+        select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1)
     ).scalar_one_or_none()
     prev_hash = last.entry_hash if last is not None else GENESIS
     ts = now or utcnow()

@@ -1,0 +1,96 @@
+"""The scale-out database: the same models, migrations and service on a real PostgreSQL.
+
+This module overrides the `settings` fixture so that every fixture built on it (the
+initialised instance, the runtime, the app, signed-in browsers) runs on a fresh PostgreSQL
+database of a private cluster. Besides its own tests it re-runs, by importing them, the
+existing tests whose guarantees rest on the database's locking: one TOTP code accepted once
+under concurrency, one approval run once, the audit chain's serialised writers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from appliance import migrate
+from appliance.chat.retrieval import retrieve
+from appliance.config import Settings
+from appliance.db import make_engine
+from appliance.documents.tables import Document
+from appliance.models_registry import metadata
+from appliance.runtime import Runtime
+from tests.fixtures.app import add_user, inline_worker, make_settings, submit
+from tests.fixtures.auth import Account, Browser
+
+# Re-run on PostgreSQL (collected here, so they use this module's `settings`).
+from tests.integration.test_approvals_service import (  # noqa: F401
+    test_two_admins_approving_at_once_run_the_action_once,
+)
+from tests.integration.test_audit_concurrency import (  # noqa: F401
+    test_concurrent_audit_writers_keep_one_chain,
+)
+from tests.integration.test_auth_http import (  # noqa: F401
+    test_concurrent_requests_with_one_code_exactly_one_wins,
+    test_first_sign_in_enrols_totp_then_changes_password,
+)
+from tests.integration.test_documents_http import (  # noqa: F401
+    bob,
+    root2,
+    test_admin_self_grant_on_confidential_needs_another_admin_once,
+    test_an_unreadable_document_is_not_found_on_every_route,
+)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, postgres_url: str) -> Settings:
+    """A fresh instance whose metadata lives in PostgreSQL."""
+    return make_settings(tmp_path / "instance", database={"url": postgres_url})
+
+
+def test_the_runtime_really_runs_on_postgres(runtime: Runtime) -> None:
+    assert runtime.engine.dialect.name == "postgresql"
+
+
+def test_migrations_match_the_models_on_postgres(postgres_url: str) -> None:
+    engine = make_engine(postgres_url)
+    try:
+        migrate.upgrade(engine)
+        migrate.upgrade(engine)  # idempotent
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
+def test_ingest_and_acl_filtered_retrieval_on_postgres(
+    runtime: Runtime, tmp_path: Path, browser_factory: Any, alice: Account
+) -> None:
+    add_user(runtime, "bob")
+    path = tmp_path / "plan.md"
+    path.write_text("# Plan\n\nThe vineyard pump ships in March.\n")
+    doc_id = submit(runtime, path, owner="alice")
+    assert inline_worker(runtime).run_until_idle(only={doc_id}) == 1
+    with runtime.sessions() as s:
+        assert s.get_one(Document, doc_id).state == "indexed"
+        from appliance.auth import service as users
+
+        for name, expected in (("alice", {doc_id}), ("bob", set())):
+            user = users.get_user_by_name(s, name)
+            found = retrieve(
+                rt=runtime,
+                session=s,
+                user=user,
+                query="When does the pump ship?",
+                k=5,
+                min_score=-1.0,
+            )
+            assert {src.doc_id for src in found} == expected, name
+    b: Browser = browser_factory()
+    b.sign_in(alice)
+    listing = b.get("/api/documents").json()
+    assert listing["total"] == 1, listing
