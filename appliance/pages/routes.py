@@ -9,6 +9,7 @@ text (or, for answers, as the server-sanitised HTML from chat/render.py).
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -17,19 +18,21 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from appliance import __version__
 from appliance.auth.service import NotAuthenticated
 from appliance.auth.tables import User
 from appliance.deps import NowDep, RuntimeDep, SessionDep, authenticate, cookie_names
 from appliance.documents.tables import Document
+from appliance.runtime import Runtime
 
 WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
 templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
 
 router = APIRouter(include_in_schema=False, tags=["pages"])
 
-# Admin sections: (path, label). Their APIs are listed in README.md ("The browser pages").
+# Admin sections: (path, label). Each page's script calls the admin API of its section.
 ADMIN_SECTIONS = [
     ("users", "Users"),
     ("groups", "Groups"),
@@ -47,7 +50,7 @@ def _safe_next(value: str | None) -> str:
     return value
 
 
-def _signed_in(request: Request, session: Any, rt: Any, now: Any) -> User | None:
+def _signed_in(request: Request, session: Session, rt: Runtime, now: dt.datetime) -> User | None:
     try:
         return authenticate(request, session, rt, now).user
     except NotAuthenticated:
@@ -55,7 +58,7 @@ def _signed_in(request: Request, session: Any, rt: Any, now: Any) -> User | None
 
 
 def _render(
-    request: Request, rt: Any, name: str, user: User | None, **context: Any
+    request: Request, rt: Runtime, name: str, user: User | None, **context: Any
 ) -> HTMLResponse:
     response = templates.TemplateResponse(
         request,
@@ -109,7 +112,7 @@ def admin_home() -> RedirectResponse:
     return RedirectResponse("/admin/users", status_code=303)
 
 
-def _system_status(request: Request, session: Any, rt: Any) -> dict[str, Any]:
+def _system_status(request: Request, session: Session, rt: Runtime) -> dict[str, Any]:
     """What the system page shows that no API carries yet: index, queue, worker, models."""
     jobs = getattr(request.app.state, "jobs", None)
     by_state = dict(
@@ -132,7 +135,7 @@ def _system_status(request: Request, session: Any, rt: Any) -> dict[str, Any]:
     }
 
 
-def _models(rt: Any) -> list[dict[str, Any]]:
+def _models(rt: Runtime) -> list[dict[str, Any]]:
     """Bundled and registered models, without hashing (the page offers the CLI for that)."""
     from models.manifest import ModelRegistry
 
@@ -185,7 +188,13 @@ def admin_page(
         return response
     extra: dict[str, Any] = {}
     if section == "system":
-        extra = {"status": _system_status(request, session, rt), "models": _models(rt)}
+        from appliance.jobs.registry import status as job_status
+
+        extra = {
+            "status": _system_status(request, session, rt),
+            "models": _models(rt),
+            "jobs": [j.public() for j in job_status(rt, now=now)],
+        }
     return _render(
         request, rt, f"admin/{section}.html", user, page="admin", section=section, **extra
     )

@@ -160,13 +160,23 @@ def test_admin_and_users_journey(contexts: Any, site: Site, tmp_path: Path) -> N
     expect(sam.get_by_role("heading", name="Not for this account")).to_be_visible()
 
     # -- the admin's other pages ------------------------------------------------------------
-    for section in ("approvals", "retention", "system"):
-        admin.goto(f"/admin/{section}")
-        expect(admin.locator("h1, h2").first).to_be_visible()
-        shot(admin, f"11-admin-{section}")
+    admin.goto("/admin/approvals")
+    expect(admin.get_by_role("heading", name="Approvals inbox")).to_be_visible()
+    shot(admin, "11-admin-approvals")
+    admin.goto("/admin/retention")
+    expect(admin.locator("#policies tr").first).to_be_visible()
+    shot(admin, "12-admin-retention")
+    admin.goto("/admin/system")
+    expect(admin.get_by_label("Pause answering")).not_to_be_checked()
+    expect(admin.locator("body")).to_contain_text("smollm2")
+    shot(admin, "13-admin-system")
 
     # -- the admin sees both questions in the audit log -------------------------------------
     admin.goto("/admin/audit")
-    shot(admin, "12-admin-audit")
-    expect(admin.locator("#audit-entries")).to_contain_text("erin")
-    expect(admin.locator("#audit-entries")).to_contain_text("sam")
+    admin.get_by_label("Action").fill("chat")
+    admin.get_by_role("button", name="Search").click()
+    questions = admin.locator('#audit-entries tr[data-action="chat.answer"]')
+    expect(questions).to_have_count(2)
+    expect(questions.filter(has_text="erin")).to_have_count(1)
+    expect(questions.filter(has_text="sam")).to_have_count(1)
+    shot(admin, "14-admin-audit")

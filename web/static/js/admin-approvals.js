@@ -1,22 +1,37 @@
-// Admin: the approvals inbox — approve or reject another admin's held request.
+// Admin: the approvals inbox — approve (runs once) or reject another admin's held action.
 import { api, clear, el, showError, toast, when } from "./api.js";
 
 const tbody = document.getElementById("approvals");
 const errorBox = document.getElementById("approvals-error");
 const filter = document.getElementById("approval-status");
+const me = document.body.dataset.username;
+
+const KINDS = {
+  grant: "Grant access",
+  classify: "Change classification",
+  audit_export: "Export the audit log",
+  lift_legal_hold: "Lift a legal hold",
+  bulk_delete: "Delete documents",
+  make_admin: "Make an admin",
+};
 
 function describe(r) {
-  const p = r.params || {};
-  if (r.kind === "grant") return `Grant ${p.level || "read"} on document ${r.doc_id} to ${p.principal}`;
-  if (r.kind === "classify") return `Reclassify document ${r.doc_id} as ${p.classification}`;
-  return `${r.kind} on document ${r.doc_id}`;
+  const details = Object.entries(r.params || {})
+    .map(([key, value]) => `${key}: ${typeof value === "object" ? JSON.stringify(value) : value}`)
+    .join("; ");
+  return [
+    el("strong", {}, KINDS[r.kind] || r.kind),
+    r.target || r.doc_id ? el("span", { class: "hint" }, ` on ${r.target || `doc:${r.doc_id}`}`) : null,
+    details ? el("p", { class: "hint" }, details) : null,
+    r.reason ? el("p", { class: "hint" }, `Reason: ${r.reason}`) : null,
+  ];
 }
 
 async function decide(r, verb) {
   errorBox.hidden = true;
   try {
-    await api("POST", `/api/approvals/${r.id}/${verb}`);
-    toast(verb === "approve" ? "Approved: the action ran." : "Rejected.");
+    await api("POST", `/api/admin/approvals/${r.id}/${verb}`);
+    toast(verb === "approve" ? "Approved: the action ran." : "Rejected: nothing ran.");
     load();
   } catch (error) {
     showError(errorBox, error);
@@ -27,7 +42,7 @@ async function load() {
   const status = filter.value;
   let rows;
   try {
-    rows = await api("GET", `/api/approvals${status ? `?status=${status}` : ""}`);
+    rows = await api("GET", `/api/admin/approvals${status ? `?status=${status}` : ""}`);
   } catch (error) {
     showError(errorBox, error);
     return;
@@ -37,13 +52,14 @@ async function load() {
   for (const r of rows) {
     const actions = el("td", { class: "actions" });
     if (r.status === "pending") {
-      actions.append(
-        el("button", { type: "button", class: "primary", onclick: () => decide(r, "approve") }, "Approve"),
-        el("button", { type: "button", onclick: () => decide(r, "reject") }, "Reject"));
+      if (r.requester !== me) {
+        actions.append(el("button", { type: "button", class: "primary", onclick: () => decide(r, "approve") }, "Approve"));
+      }
+      actions.append(el("button", { type: "button", onclick: () => decide(r, "reject") }, r.requester === me ? "Withdraw" : "Reject"));
     }
     tbody.append(el("tr", {},
-      el("td", {}, describe(r), r.reason ? el("p", { class: "hint" }, `Reason: ${r.reason}`) : null),
-      el("td", {}, r.requester),
+      el("td", {}, describe(r)),
+      el("td", {}, r.requester, el("br"), el("span", { class: "hint" }, when(r.created_at))),
       el("td", {}, r.status, r.decided_by ? ` by ${r.decided_by}` : ""),
       el("td", {}, when(r.expires_at)),
       actions));

@@ -1,0 +1,121 @@
+// Admin: retention policies (override or reset) and legal hold on a document.
+import { api, clear, el, showError, toast, when } from "./api.js";
+
+const LABELS = {
+  public_days: "Public documents",
+  internal_days: "Internal documents",
+  confidential_days: "Confidential documents",
+  personal_days: "Personal documents",
+  chat_history_days: "Chat history",
+  session_days: "Expired sign-in sessions",
+};
+const policyError = document.getElementById("policy-error");
+const tbody = document.getElementById("policies");
+let current = null;
+
+function label(key) {
+  return LABELS[key] || key.replace(/_/g, " ");
+}
+
+function render(policy) {
+  current = policy;
+  clear(tbody);
+  const overridden = new Map(policy.overrides.map((o) => [o.key, o]));
+  for (const [key, value] of Object.entries(policy.effective)) {
+    const input = el("input", { type: "number", min: 0, step: 1, name: key, id: `p-${key}`, class: "days" });
+    input.value = value === null ? "" : String(value);
+    const o = overridden.get(key);
+    const reset = o
+      ? el("button", { type: "button", onclick: () => save({ reset: [key] }) }, "Reset to settings file")
+      : null;
+    tbody.append(el("tr", {},
+      el("td", {}, el("label", { for: `p-${key}` }, label(key)),
+        o ? el("p", { class: "hint" }, `Set by ${o.updated_by}, ${when(o.updated_at)}`) : null),
+      el("td", {}, input),
+      el("td", {}, policy.settings[key] === null ? "forever" : String(policy.settings[key])),
+      el("td", {}, reset)));
+  }
+}
+
+async function save(body) {
+  policyError.hidden = true;
+  try {
+    render(await api("PUT", "/api/admin/retention", body));
+    toast("Retention policies saved; the retention job applies them at its next run.");
+  } catch (error) {
+    showError(policyError, error);
+  }
+}
+
+document.getElementById("policy-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const set = {};
+  for (const input of tbody.querySelectorAll("input.days")) {
+    const value = input.value.trim() === "" ? null : Number(input.value);
+    if (value !== current.effective[input.name]) set[input.name] = value;
+  }
+  if (Object.keys(set).length === 0) {
+    toast("Nothing changed.");
+    return;
+  }
+  save({ set });
+});
+
+// -- legal hold -------------------------------------------------------------------------
+
+const holdError = document.getElementById("hold-error");
+let docId = null;
+
+function showHold(state) {
+  document.getElementById("hold-state").hidden = false;
+  const parts = [`Document ${state.doc_id}: `];
+  parts.push(state.legal_hold ? `under legal hold since ${when(state.held_since)}${state.held_by ? ` (by ${state.held_by})` : ""}.` : "not under legal hold.");
+  parts.push(state.retain_until ? ` Kept until ${when(state.retain_until)} at least.` : " Kept for its classification's period.");
+  document.getElementById("hold-summary").textContent = parts.join("");
+  document.getElementById("hold-place").hidden = state.legal_hold;
+  document.getElementById("hold-lift").hidden = !state.legal_hold;
+}
+
+document.getElementById("hold-lookup").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  holdError.hidden = true;
+  docId = document.getElementById("hold-doc").value.trim();
+  try {
+    showHold(await api("GET", `/api/documents/${encodeURIComponent(docId)}/retention`));
+  } catch (error) {
+    document.getElementById("hold-state").hidden = true;
+    showError(holdError, error.status === 404 ? "No document with this id. Check it in the audit log or with appliance docs list." : error);
+  }
+});
+
+document.getElementById("hold-place").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  holdError.hidden = true;
+  try {
+    const reason = document.getElementById("hold-reason").value.trim();
+    showHold(await api("POST", `/api/admin/documents/${encodeURIComponent(docId)}/legal-hold`, { reason: reason || null }));
+    toast("Legal hold placed.");
+  } catch (error) {
+    showError(holdError, error);
+  }
+});
+
+document.getElementById("hold-lift").addEventListener("click", async () => {
+  holdError.hidden = true;
+  try {
+    const result = await api("DELETE", `/api/admin/documents/${encodeURIComponent(docId)}/legal-hold`);
+    if (result.status === "approval_required") toast("Lifting the hold needs a second admin: it is in the approvals inbox.");
+    else {
+      showHold(result);
+      toast("Legal hold lifted.");
+    }
+  } catch (error) {
+    showError(holdError, error);
+  }
+});
+
+try {
+  render(await api("GET", "/api/admin/retention"));
+} catch (error) {
+  showError(policyError, error);
+}
