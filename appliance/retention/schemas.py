@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -83,7 +83,9 @@ class BulkDeleteIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    doc_ids: list[str] = Field(min_length=1, max_length=1000)
+    doc_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=1000
+    )
 
 
 class BulkDeleteOut(BaseModel):

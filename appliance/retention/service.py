@@ -185,8 +185,15 @@ def set_retain_until(
     doc = _live(session, doc_id)
     if until is not None and until.tzinfo is None:
         raise InvalidInput("Give retain_until with a time zone, e.g. 2030-01-01T00:00:00Z.")
+    if until is not None:
+        try:
+            until = until.astimezone(dt.UTC)
+        except (OverflowError, ValueError) as exc:
+            raise InvalidInput(
+                "retain_until is out of range; give a date between 1970 and 9999."
+            ) from exc
     before = doc.retain_until
-    doc.retain_until = until.astimezone(dt.UTC) if until is not None else None
+    doc.retain_until = until
     session.flush()
     audit.record(
         session,
