@@ -7,7 +7,6 @@ import logging
 import threading
 from collections.abc import Callable
 
-from appliance.auth import sessions
 from appliance.db import utcnow
 from appliance.documents.ingestion import IngestionWorker
 from appliance.jobs.registry import JOBS, RunResult, due, run_job
@@ -86,11 +85,3 @@ class JobRunner:
         self.stop_event.set()
         for t in self.threads:
             t.join(timeout)
-
-
-def purge_sessions(rt: Runtime) -> int:
-    """Delete expired sign-in sessions (they are refused anyway; this keeps the table small)."""
-    with rt.sessions() as session:
-        count = sessions.purge_expired(session, now=utcnow(), settings=rt.settings.auth)
-        session.commit()
-    return count
