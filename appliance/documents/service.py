@@ -172,8 +172,7 @@ def begin_delete(*, session: Session, index: VectorIndex, doc: Document, actor: 
         )
         session.commit()
         raise PermissionDenied(
-            "This document is under legal hold and cannot be deleted until an admin lifts "
-            "the hold."
+            "This document is under legal hold and cannot be deleted until an admin lifts the hold."
         )
     doc.state = DELETING
     audit.record(session, actor=actor, action="document.delete", target=f"doc:{doc.id}")

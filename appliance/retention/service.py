@@ -252,8 +252,8 @@ def delete_one(rt: Runtime, doc_id: str, *, actor: str) -> bool:
                 session=session, index=index, crypto=rt.crypto, blobs=rt.blobs, doc_id=doc_id
             )
             return True
-        if is_held(session, doc_id):
-            return False
+        if is_held(session, doc_id) or doc.state not in DELETABLE:
+            return False  # held, or claimed by a worker meanwhile: the next run decides
         acl.delete_document(
             session=session, index=index, crypto=rt.crypto, blobs=rt.blobs, doc=doc, actor=actor
         )
