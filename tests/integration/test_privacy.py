@@ -230,3 +230,40 @@ def test_export_is_the_users_own_data_without_secrets(
     with rt.sessions() as s:
         exports = s.execute(select(AuditEvent).where(AuditEvent.action == "user.export")).scalars()
         assert {e.actor for e in exports} == {f"user:{uid}", f"user:{root.user.id}"}
+
+
+def test_an_interrupted_erasure_is_finished_by_running_it_again(
+    runtime: Runtime, tmp_path: Path, alice: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = runtime
+    uid = alice.user.id
+    docs_of_alice = [_doc(rt, tmp_path, f"Interrupted{i}Zq", owner="alice") for i in range(3)]
+    _ask(rt, uid, "What does the Interrupted0Zq memo say?")
+    real = rt.crypto.delete_data_key
+    calls = {"n": 0}
+
+    def crash_on_second_document(kind: str, owner: str) -> None:
+        calls["n"] += 1
+        if kind == "doc" and calls["n"] == 2:
+            raise OSError("the disk went away")
+        real(kind, owner)
+
+    monkeypatch.setattr(rt.crypto, "delete_data_key", crash_on_second_document)
+    with pytest.raises(OSError, match="disk"):
+        privacy.erase_user(rt=rt, user_id=uid, documents="delete", actor="operator:t", now=utcnow())
+    monkeypatch.setattr(rt.crypto, "delete_data_key", real)
+    with rt.sessions() as s:
+        assert s.get(User, uid) is not None  # the account goes last, so it can be run again
+        states = sorted(
+            d.state for d in s.execute(select(Document).where(Document.owner_id == uid)).scalars()
+        )
+        assert states == ["deleting", "indexed"]  # the first is gone, the second hidden
+    report = privacy.erase_user(
+        rt=rt, user_id=uid, documents="delete", actor="operator:t", now=utcnow()
+    )
+    assert len(report.documents_deleted) == 2
+    with rt.sessions() as s:
+        assert s.get(User, uid) is None
+    for i, doc_id in enumerate(docs_of_alice):
+        assert_gone(rt, doc_id, f"Interrupted{i}Zq")
+    assert not rt.crypto.has_data_key(CHAT_KEY, uid)
