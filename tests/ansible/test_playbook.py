@@ -339,7 +339,12 @@ def test_systemd_unit_is_hardened_and_valid(target: Target) -> None:
         "MemoryMax=4G",
     ):
         assert line in unit
-    assert (target.rootfs / "etc/systemd/system/multi-user.target.wants/appliance.service").exists()
+    wants = target.rootfs / "etc/systemd/system/multi-user.target.wants"
+    state = _run(
+        ["chroot", str(target.rootfs), "systemctl", "is-enabled", "appliance.service"],
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
+    )
+    assert state.stdout.strip() == "enabled", (state, sorted(p.name for p in wants.iterdir()))
     result = _run(
         ["chroot", str(target.rootfs), "systemd-analyze", "verify", "appliance.service"],
         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
