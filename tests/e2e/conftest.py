@@ -4,6 +4,11 @@ Chromium is Debian's (`/usr/bin/chromium`, installed by `.ci/run`): `playwright 
 cannot download browsers here. The launch arguments stop every lookup outside this machine.
 The server runs with `auth.cookie_secure = true`, as in production: Chromium treats
 http://127.0.0.1 as a secure context and accepts `Secure` and `__Host-` cookies from it.
+
+Playwright's own sync API, not the pytest-playwright plugin: the plugin parametrizes every
+test that uses a fixture named `browser` (ours, in tests/fixtures/auth.py, is an HTTP
+client), so it renamed a hundred unrelated tests `...[chromium]`. The fixture names below
+follow the plugin's (`playwright`, `browser_type_launch_args`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 import pytest
 import uvicorn
 from playwright.sync_api import Browser as PwBrowser
-from playwright.sync_api import BrowserContext, BrowserType, ConsoleMessage, Page
+from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Playwright, sync_playwright
 
 from appliance.bootstrap import init
 from appliance.main import create_app
@@ -45,18 +50,25 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="session")
 def browser_type_launch_args() -> dict[str, Any]:
-    """pytest-playwright's launch arguments: Debian's Chromium, no outside lookups."""
+    """Launch arguments: Debian's Chromium, headless, no outside lookups."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does).")
     return {"executable_path": CHROMIUM, "headless": True, "args": CHROMIUM_ARGS}
 
 
 @pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    """The Playwright driver for the session."""
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="session")
 def chromium(
-    browser_type: BrowserType, browser_type_launch_args: dict[str, Any]
+    playwright: Playwright, browser_type_launch_args: dict[str, Any]
 ) -> Iterator[PwBrowser]:
     """One Chromium for the session (each user gets an own context: own cookies)."""
-    browser = browser_type.launch(**browser_type_launch_args)
+    browser = playwright.chromium.launch(**browser_type_launch_args)
     yield browser
     browser.close()
 
