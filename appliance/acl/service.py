@@ -226,11 +226,13 @@ def grant(
     now: dt.datetime | None = None,
     expiry_hours: int = 72,
     approval_id: str | None = None,
+    hold_self_grants: bool = True,
 ) -> Held | None:
     """Give a principal read or manage on a document; audited, and in the index at once.
 
     Returns `Held` (nothing changed yet) when an admin gives themselves read on a sensitive
-    document they cannot read: the action waits for a second admin's approval.
+    document they cannot read: the action waits for a second admin's approval (unless
+    ``hold_self_grants`` is False: `approvals.required` without self_grant_confidential).
     """
     if level not in LEVELS:
         raise InvalidInput("The level is 'read' or 'manage'.")
@@ -243,6 +245,7 @@ def grant(
         and self_grant
         and actor.is_admin
         and approval_id is None
+        and hold_self_grants
         and doc.classification in SENSITIVE
         and not _reads_already(session, actor, doc)
     ):
@@ -322,6 +325,7 @@ def classify(
     now: dt.datetime | None = None,
     expiry_hours: int = 72,
     approval_id: str | None = None,
+    hold_self_grants: bool = True,
 ) -> Held | None:
     """Set a document's classification; audited.
 
@@ -337,6 +341,7 @@ def classify(
         isinstance(actor, User)
         and actor.is_admin
         and approval_id is None
+        and hold_self_grants
         and doc.classification in SENSITIVE
         and classification not in SENSITIVE
         and not _reads_already(session, actor, doc)

@@ -105,11 +105,18 @@ def set_switch(
     return states(session)[name]
 
 
+def switched_on(session: Session) -> set[str]:
+    """The names of the switches that are on now (one query)."""
+    rows = session.execute(select(SystemSwitch.name).where(SystemSwitch.on.is_(True)))
+    return set(rows.scalars())
+
+
 def check_answering(session: Session) -> None:
     """Refuse a question while answering is paused or the appliance is read-only."""
-    if is_on(session, ANSWERING_PAUSED):
+    on = switched_on(session)
+    if ANSWERING_PAUSED in on:
         raise Maintenance(ANSWERING_MESSAGE)
-    if is_on(session, READ_ONLY):
+    if READ_ONLY in on:
         raise ReadOnly(READ_ONLY_MESSAGE)
 
 
@@ -121,4 +128,4 @@ def check_writable(session: Session) -> None:
 
 def ingestion_paused(session: Session) -> bool:
     """Whether the worker should leave queued documents alone for now."""
-    return is_on(session, INGESTION_PAUSED) or is_on(session, READ_ONLY)
+    return bool(switched_on(session) & {INGESTION_PAUSED, READ_ONLY})

@@ -26,6 +26,7 @@ def approvals_list(
     status: Annotated[
         str | None, typer.Option(help="pending, approved, rejected or expired.")
     ] = "pending",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Show requests (pending ones by default), newest first."""
     from appliance.approvals import service
@@ -42,16 +43,21 @@ def approvals_list(
             ]
     finally:
         rt.close()
-    table = Table("id", "kind", "for", "params", "requester", "status", "expires (UTC)")
+    if as_json:
+        for r in rows:
+            print(r.model_dump_json())  # noqa: T201 - machine output
+        return
+    table = Table("kind", "for", "params", "requester", "status", "expires (UTC)")
+    table.add_column("id", no_wrap=True)
     for r in rows:
         table.add_row(
-            r.id,
             r.kind,
             r.target or "",
             str(r.params)[:60],
             r.requester,
             r.status,
             r.expires_at.strftime("%Y-%m-%d %H:%M"),
+            r.id,
         )
     out.print(table)
 

@@ -437,7 +437,8 @@ def add_grant(
         level=body.level,
         actor=user,
         now=now,
-        expiry_hours=rt.settings.acl.approval_expiry_hours,
+        expiry_hours=approvals.expiry_hours(rt.settings),
+        hold_self_grants=approvals.needs_approval(rt.settings, approvals.SELF_GRANT_CONFIDENTIAL),
     )
     changed = held is None and _grants_out(session, doc.id) != before
     return _change(session, doc.id, held, changed, response)
@@ -486,7 +487,8 @@ def set_classification(
         classification=body.classification,
         actor=user,
         now=now,
-        expiry_hours=rt.settings.acl.approval_expiry_hours,
+        expiry_hours=approvals.expiry_hours(rt.settings),
+        hold_self_grants=approvals.needs_approval(rt.settings, approvals.SELF_GRANT_CONFIDENTIAL),
     )
     if held is not None:
         return _change(session, doc.id, held, False, response)
@@ -547,7 +549,7 @@ def create_approval(
         params=params,
         requester=admin,
         now=now,
-        expiry_hours=rt.settings.acl.approval_expiry_hours,
+        expiry_hours=approvals.expiry_hours(rt.settings),
         reason=body.reason,
     )
     session.commit()

@@ -26,7 +26,7 @@ from appliance.documents.tables import QUEUED, Document
 from appliance.main import create_app
 from appliance.runtime import Runtime, open_runtime
 from models.fakes import FakeGenerator
-from tests.fixtures.app import inline_worker
+from tests.fixtures.app import inline_worker, submit
 from tests.fixtures.auth import ORIGIN, Account, Browser, Clock, make_user
 
 SWITCHES = "/api/admin/system/switches"
@@ -358,3 +358,32 @@ def test_erased_user_is_a_pseudonym_in_search_and_export(
     entry = admin_browser.get("/api/admin/audit", params={"action": "thing"}).json()["entries"][0]
     assert entry["actor_name"].startswith("erased-user-")
     assert entry["target_name"] == entry["actor_name"]
+
+
+def test_self_grants_on_confidential_documents_follow_the_setting(
+    settings: Settings, runtime: Runtime, admin_browser: Browser, alice: Account, tmp_path: Path
+) -> None:
+    path = tmp_path / "board.md"
+    path.write_text("# Board\n\nThe acquisition closes in May.\n")
+    doc_id = submit(runtime, path, owner="alice")
+    worker = inline_worker(runtime)
+    try:
+        worker.run_until_idle()
+    finally:
+        worker.close()
+    with runtime.sessions() as s:
+        s.get_one(Document, doc_id).classification = "confidential"
+        s.commit()
+    held = admin_browser.post(f"/api/documents/{doc_id}/grants", json={"principal": "user:root"})
+    assert held.status_code == 202
+    assert held.json()["approval"]["kind"] == "grant"
+    assert admin_browser.get(f"/api/documents/{doc_id}").status_code == 404
+    # An appliance configured without self_grant_confidential lets the admin do it alone,
+    # still audited as a self-grant.
+    settings.approvals.required = ["make_admin", "audit_export"]
+    done = admin_browser.post(f"/api/documents/{doc_id}/grants", json={"principal": "user:root"})
+    assert done.status_code == 200, done.text
+    assert admin_browser.get(f"/api/documents/{doc_id}").status_code == 200
+    with runtime.sessions() as s:
+        (grant,) = s.execute(select(AuditEvent).where(AuditEvent.action == "acl.grant")).scalars()
+        assert json.loads(grant.details)["self_grant"] is True
