@@ -43,6 +43,7 @@ POLICY_KEYS = tuple(RetentionSettings.model_fields)
 # Documents the job may delete; work in progress is left to the next run.
 DELETABLE = (QUEUED, INDEXED, FAILED)
 UNAVAILABLE = "no longer available"
+SCRUB_BATCH = 500  # messages decrypted per transaction when scrubbing sources
 
 Checkpoint = Callable[[], None]
 
@@ -276,53 +277,60 @@ def finish_interrupted(rt: Runtime, checkpoint: Checkpoint = _noop) -> int:
     return len(pending)
 
 
-def scrub_sources(rt: Runtime, checkpoint: Checkpoint = _noop) -> int:
+def scrub_sources(
+    rt: Runtime, checkpoint: Checkpoint = _noop, *, batch_size: int = SCRUB_BATCH
+) -> int:
     """Remove what stored answers cite of documents that no longer exist; returns how many.
 
     A cited source keeps its marker and document id, and says "no longer available":
     filename, title, heading and snippet of a deleted document go from chat history too.
+    Messages are read in batches by id; which documents exist is asked per batch, so a
+    document uploaded (and cited) during the run is never taken for a deleted one.
     """
     from appliance.chat.pipeline import decrypt_for, encrypt_for
 
-    scrubbed = 0
-    with rt.sessions() as session:
-        live = set(session.execute(select(Document.id)).scalars())
-        rows = session.execute(
-            select(Message.id, Message.conversation_id, Conversation.owner_id)
-            .join(Conversation, Conversation.id == Message.conversation_id)
-            .where(Message.sources_ct.is_not(None))
-            .order_by(Message.id)
-        ).all()
-    for msg_id, conv_id, owner_id in rows:
-        if not rt.crypto.has_data_key(CHAT_KEY, owner_id):
-            continue
-        place = f"conversation:{conv_id}:sources:{msg_id}"
+    scrubbed, after = 0, 0
+    while True:
         with rt.sessions() as session:
-            msg = session.get(Message, msg_id)
-            if msg is None or msg.sources_ct is None:
-                continue
-            sources = json.loads(decrypt_for(rt, owner_id, place, msg.sources_ct))
-            changed = 0
-            kept: list[dict[str, Any]] = []
-            for s in sources:
-                if s.get("doc_id") in live or s.get("status") == UNAVAILABLE:
-                    kept.append(s)
-                else:
-                    kept.append(
-                        {
-                            "doc_id": s.get("doc_id"),
-                            "marker": s.get("marker"),
-                            "status": UNAVAILABLE,
-                        }
-                    )
-                    changed += 1
-            if changed:
-                msg.sources_ct = encrypt_for(rt, owner_id, place, json.dumps(kept))
-                session.commit()
-                scrubbed += changed
-        if changed:
-            checkpoint()
-    return scrubbed
+            batch = session.execute(
+                select(Message, Conversation.owner_id)
+                .join(Conversation, Conversation.id == Message.conversation_id)
+                .where(Message.sources_ct.is_not(None), Message.id > after)
+                .order_by(Message.id)
+                .limit(batch_size)
+            ).all()
+            if not batch:
+                return scrubbed
+            after = batch[-1][0].id
+            decoded = []
+            for msg, owner_id in batch:
+                if not rt.crypto.has_data_key(CHAT_KEY, owner_id):
+                    continue  # shredded: nothing readable is left to scrub
+                place = f"conversation:{msg.conversation_id}:sources:{msg.id}"
+                sources = json.loads(decrypt_for(rt, owner_id, place, msg.sources_ct or b""))
+                decoded.append((msg, owner_id, place, sources))
+            cited = {
+                s.get("doc_id")
+                for *_, sources in decoded
+                for s in sources
+                if s.get("status") != UNAVAILABLE
+            }
+            live = set(session.execute(select(Document.id).where(Document.id.in_(cited))).scalars())
+            for msg, owner_id, place, sources in decoded:
+                kept: list[dict[str, Any]] = []
+                changed = 0
+                for src in sources:
+                    if src.get("doc_id") in live or src.get("status") == UNAVAILABLE:
+                        kept.append(src)
+                    else:
+                        gone = {"doc_id": src.get("doc_id"), "marker": src.get("marker")}
+                        kept.append({**gone, "status": UNAVAILABLE})
+                        changed += 1
+                if changed:
+                    msg.sources_ct = encrypt_for(rt, owner_id, place, json.dumps(kept))
+                    scrubbed += changed
+            session.commit()
+        checkpoint()
 
 
 @dataclass

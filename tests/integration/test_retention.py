@@ -587,3 +587,43 @@ def test_a_run_killed_mid_way_is_finished_by_the_next(runtime: Runtime, tmp_path
     again = run_job(rt, "retention", now=t0 + DAY)
     assert again.counts["documents_deleted"] == 0
     assert again.counts["deletions_finished"] == 0
+
+
+def test_scrub_keeps_sources_of_live_documents(runtime: Runtime, tmp_path: Path) -> None:
+    rt = runtime
+    live = _ingest(rt, tmp_path, _marker())
+    gone = "f" * 32
+    with rt.sessions() as s:
+        uid = users.get_user_by_name(s, "admin").id
+    conv = _message(rt, uid, utcnow(), n=0)
+    cited = [
+        {"doc_id": live, "marker": 1, "filename": "live.md", "snippet": "kept"},
+        {"doc_id": gone, "marker": 2, "filename": "SecretName.md", "snippet": "SecretText"},
+    ]
+    with rt.sessions() as s:
+        ids = []
+        for sources in ([cited[0]], [cited[1]], cited):
+            msg = Message(conversation_id=conv, role="assistant", content_ct=b"")
+            s.add(msg)
+            s.flush()
+            place = f"conversation:{conv}:"
+            msg.content_ct = pipeline.encrypt_for(rt, uid, place + f"message:{msg.id}", "a")
+            msg.sources_ct = pipeline.encrypt_for(
+                rt, uid, place + f"sources:{msg.id}", json.dumps(sources)
+            )
+            ids.append(msg.id)
+        s.commit()
+    assert retention.scrub_sources(rt, batch_size=1) == 2
+    assert retention.scrub_sources(rt, batch_size=1) == 0  # idempotent
+    with rt.sessions() as s:
+        stored = [
+            json.loads(
+                pipeline.decrypt_for(
+                    rt, uid, f"conversation:{conv}:sources:{i}", s.get_one(Message, i).sources_ct
+                )
+            )
+            for i in ids
+        ]
+    assert stored[0] == [cited[0]]
+    assert stored[1] == [{"doc_id": gone, "marker": 2, "status": "no longer available"}]
+    assert stored[2] == [cited[0], stored[1][0]]
