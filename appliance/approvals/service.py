@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import importlib
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -105,10 +107,16 @@ def kinds() -> list[str]:
     return sorted(_registry)
 
 
+# Modules that register executors when imported: the built-in kinds (grant, classify,
+# make_admin, audit_export), and other domains' kinds, so that a process which never
+# imported those domains (the CLI) can still run every kind it finds in the database.
+EXECUTOR_MODULES = ("appliance.approvals.actions", "appliance.retention.service")
+
+
 def _load_builtins() -> None:
-    # The built-in executors (grant, classify, make_admin, audit_export) live beside the
-    # domains they drive; importing them registers them.
-    from appliance.approvals import actions  # noqa: F401
+    for name in EXECUTOR_MODULES:
+        if name not in sys.modules:
+            importlib.import_module(name)
 
 
 def needs_approval(settings: Settings, kind: str) -> bool:
