@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Depends, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from appliance.acl import service as acl
@@ -21,7 +22,7 @@ from appliance.deps import (
 )
 from appliance.documents import service as docs
 from appliance.documents.tables import DELETING, Document
-from appliance.errors import NotFound, PermissionDenied
+from appliance.errors import InvalidInput, NotFound, PermissionDenied
 from appliance.retention import service as retention
 from appliance.retention.schemas import (
     ApprovalPendingOut,
@@ -41,6 +42,7 @@ router = protected_router(prefix="/api", tags=["retention"])
 admin_router = protected_router(
     prefix="/api/admin", tags=["retention"], dependencies=[Depends(admin_user)]
 )
+BULK_MAX = 1000
 
 
 def _policy_out(session: Session, rt: Runtime) -> PolicyOut:
@@ -89,6 +91,30 @@ def _managed(session: Session, user: User, doc_id: str) -> Document:
             )
         raise NotFound(acl.NOT_FOUND)
     return doc
+
+
+def _bulk_ids(session: Session, body: BulkDeleteIn) -> list[str]:
+    if (body.doc_ids is None) == (body.filter is None):
+        raise InvalidInput("Give either doc_ids or a filter.")
+    if body.doc_ids is not None:
+        return sorted(set(body.doc_ids))
+    assert body.filter is not None  # noqa: S101 - checked above
+    f = body.filter
+    if f.created_before is not None and f.created_before.tzinfo is None:
+        raise InvalidInput("Give created_before with a time zone, e.g. 2024-01-01T00:00:00Z.")
+    query = select(Document.id).where(Document.state != DELETING)
+    if f.classification is not None:
+        query = query.where(Document.classification == f.classification)
+    if f.owner_id is not None:
+        query = query.where(Document.owner_id == f.owner_id)
+    if f.created_before is not None:
+        query = query.where(Document.created_at < f.created_before)
+    ids = sorted(session.execute(query.limit(BULK_MAX + 1)).scalars())
+    if not ids:
+        raise InvalidInput("No document matches the filter.")
+    if len(ids) > BULK_MAX:
+        raise InvalidInput(f"More than {BULK_MAX} documents match; narrow the filter.")
+    return ids
 
 
 @admin_router.get("/retention")
@@ -198,9 +224,12 @@ def bulk_delete(
 ) -> Any:
     """Delete many documents. Held documents are skipped and listed. When
     `approvals.required` lists bulk_delete (the default), this answers 202 with an approval
-    request; the documents are deleted when a second admin approves it."""
+    request; the documents are deleted when a second admin approves it.
+
+    Give `doc_ids`, or a `filter` (classification, owner, uploaded before): it is resolved
+    now, at most 1000 documents, so an approval deletes exactly the documents it lists."""
+    ids = _bulk_ids(session, body)
     if approvals.needs_approval(rt.settings, approvals.BULK_DELETE):
-        ids = sorted(set(body.doc_ids))
         req = approvals.request(
             session=session,
             kind=approvals.BULK_DELETE,
@@ -221,7 +250,7 @@ def bulk_delete(
         )
 
     report = retention.bulk_delete(
-        session=session, index=index, doc_ids=body.doc_ids, actor=admin.principal, finish=finish
+        session=session, index=index, doc_ids=ids, actor=admin.principal, finish=finish
     )
     session.commit()
     return BulkDeleteOut(deleted=report.deleted, held=report.held, not_found=report.not_found)

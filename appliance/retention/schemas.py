@@ -78,14 +78,28 @@ class ApprovalPendingOut(BaseModel):
     kind: str
 
 
-class BulkDeleteIn(BaseModel):
-    """Documents to delete at once."""
+class BulkFilter(BaseModel):
+    """Select documents by what they are (all given conditions must hold)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    doc_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        min_length=1, max_length=1000
+    classification: Literal["public", "internal", "confidential", "personal"] | None = None
+    owner_id: str | None = Field(None, max_length=32, description="Documents this user owns.")
+    created_before: dt.datetime | None = Field(
+        None, description="Uploaded before this time (with a zone)."
     )
+
+
+class BulkDeleteIn(BaseModel):
+    """Documents to delete at once: a list of ids, or a filter (resolved when asked, so an
+    approval deletes exactly the documents it listed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    doc_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        None, min_length=1, max_length=1000
+    )
+    filter: BulkFilter | None = None
 
 
 class BulkDeleteOut(BaseModel):

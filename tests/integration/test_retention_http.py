@@ -209,3 +209,24 @@ def test_bulk_delete_at_once_without_the_approval_setting(
     assert r.json() == {"status": "done", "deleted": [free], "held": [held], "not_found": []}
     assert not _exists(runtime, free)
     assert _exists(runtime, held)
+
+
+def test_bulk_delete_by_filter(runtime: Runtime, tmp_path: Path, admin_browser: Browser) -> None:
+    rt = runtime
+    rt.settings.approvals.required = []
+    secret = _doc(rt, tmp_path, "secret", owner="admin")
+    plain = _doc(rt, tmp_path, "plain", owner="admin")
+    with rt.sessions() as s:
+        s.get_one(Document, secret).classification = "confidential"
+        s.commit()
+    url = "/api/admin/documents/bulk-delete"
+    assert admin_browser.post(url, json={}).status_code == 422
+    both = {"doc_ids": [plain], "filter": {"classification": "public"}}
+    assert admin_browser.post(url, json=both).status_code == 422
+    none = admin_browser.post(url, json={"filter": {"classification": "public"}})
+    assert none.status_code == 422
+    r = admin_browser.post(url, json={"filter": {"classification": "confidential"}})
+    assert r.status_code == 200, r.text
+    assert r.json()["deleted"] == [secret]
+    assert _exists(rt, plain)
+    assert not _exists(rt, secret)
