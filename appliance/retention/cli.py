@@ -14,10 +14,6 @@ from rich.table import Table
 
 from appliance.errors import InvalidInput
 
-# Importing the service registers the approval kinds it runs (lift_legal_hold, bulk_delete),
-# so `appliance approvals approve` can run them.
-from appliance.retention import service as _registers_approval_kinds  # noqa: F401
-
 retention_app = typer.Typer(
     help="Show and change retention policies (documents, chat, sessions, audit log).",
     no_args_is_help=True,
