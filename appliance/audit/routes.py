@@ -84,7 +84,9 @@ def search_audit(
     action: ActionQ = None,
     target: TargetQ = None,
     outcome: OutcomeQ = None,
-    cursor: Annotated[int | None, Query(description="next_cursor of the previous page.")] = None,
+    cursor: Annotated[
+        int | None, Query(ge=0, le=2**62, description="next_cursor of the previous page.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 100,
     newest_first: bool = True,
 ) -> AuditPageOut:

@@ -409,7 +409,7 @@ class Filters:
         for key, value in asdict(self).items():
             if value is None:
                 continue
-            out[key] = value.isoformat() if isinstance(value, dt.datetime) else value
+            out[key] = _utc(value).isoformat() if isinstance(value, dt.datetime) else value
         return out
 
     @classmethod
@@ -425,11 +425,16 @@ class Filters:
         return cls(**kw)
 
 
+def _utc(value: dt.datetime) -> dt.datetime:
+    """A time without a zone is taken as UTC (the log's zone)."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
 def _where(query: Any, filters: Filters) -> Any:
     if filters.since is not None:
-        query = query.where(AuditEvent.ts >= filters.since)
+        query = query.where(AuditEvent.ts >= _utc(filters.since))
     if filters.until is not None:
-        query = query.where(AuditEvent.ts < filters.until)
+        query = query.where(AuditEvent.ts < _utc(filters.until))
     if filters.actor is not None:
         query = query.where(AuditEvent.actor == filters.actor)
     if filters.action is not None:

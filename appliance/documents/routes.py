@@ -562,7 +562,12 @@ def approve(
 ) -> ApprovalOut:
     """Approve another admin's request: its action runs now, exactly once."""
     req = approvals.approve(
-        session=session, index=rt.index(), request_id=request_id, approver=admin, now=now
+        session=session,
+        index=rt.index(),
+        request_id=request_id,
+        approver=admin,
+        now=now,
+        runtime=rt,
     )
     return _approval_out(session, req)
 
