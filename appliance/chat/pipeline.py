@@ -346,15 +346,13 @@ def show_conversation(rt: Runtime, session: Session, user: User, conv_id: str) -
         cited_ids.update(s["doc_id"] for s in sources)
         decoded.append((m, sources))
     readable = readable_document_ids(session, cited_ids, users.principals_for(session, user))
-    ratings: dict[int, str] = {
-        message_id: rating
-        for message_id, rating in session.execute(
-            select(Feedback.message_id, Feedback.rating).where(
-                Feedback.user_id == user.id,
-                Feedback.message_id.in_([m.id for m in messages if m.role == "assistant"]),
-            )
+    rated = session.execute(
+        select(Feedback.message_id, Feedback.rating).where(
+            Feedback.user_id == user.id,
+            Feedback.message_id.in_([m.id for m in messages if m.role == "assistant"]),
         )
-    }
+    )
+    ratings: dict[int, str] = {row.message_id: row.rating for row in rated}
     out = []
     for m, sources in decoded:
         shown = [

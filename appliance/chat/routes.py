@@ -57,10 +57,16 @@ SSE_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _drain(events: Iterator[pipeline.Event]) -> None:
-    """Let a cancelled answer finish in the background so it is stored and audited."""
-    for _ in events:
-        pass
+def _drain(events: Iterator[pipeline.Event], lock: threading.Lock) -> None:
+    """Let a cancelled answer finish in the background so it is stored and audited.
+
+    The lock waits out a step still running in the thread pool: a generator stepped from
+    two threads at once raises "generator already executing", and the answer was lost.
+    """
+    while True:
+        with lock:
+            if next(events, None) is None:
+                return
 
 
 @router.post("/chat", responses=SSE_DOC, response_class=StreamingResponse)
@@ -86,13 +92,18 @@ async def chat(
     # The first step (validation, the conversation check, retrieval) runs before any byte
     # is sent, so its errors are ordinary HTTP errors rather than stream events.
     first = await run_in_threadpool(next, events)
+    lock = threading.Lock()
+
+    def step() -> pipeline.Event | None:
+        with lock:
+            return next(events, None)
 
     async def stream() -> AsyncIterator[str]:
         finished = False
         try:
             yield first.sse()
             while True:
-                event = await run_in_threadpool(next, events, None)
+                event = await run_in_threadpool(step)
                 if event is None:
                     finished = True
                     return
@@ -105,7 +116,7 @@ async def chat(
         finally:
             if not finished:  # the client went away: stop generating, keep the record
                 cancel.set()
-                threading.Thread(target=_drain, args=(events,), daemon=True).start()
+                threading.Thread(target=_drain, args=(events, lock), daemon=True).start()
 
     return StreamingResponse(
         stream(),

@@ -76,15 +76,21 @@ def create_user(page: Page, username: str) -> str:
     return password
 
 
-def upload(page: Page, path: Path) -> None:
-    """On /documents: upload one file and wait until it is indexed."""
+def upload(page: Page, *paths: Path) -> None:
+    """On /documents: upload files at once and wait until each is indexed or failed."""
     page.goto("/documents")
-    page.locator("#files").set_input_files(str(path))
-    item = page.locator(".upload-item", has_text=path.name)
-    expect(item.locator(".upload-status")).to_have_text(
-        re.compile("Indexed|Failed"), timeout=120_000
-    )
-    expect(item.locator(".upload-status")).to_have_text(re.compile("^Indexed"))
+    page.locator("#files").set_input_files([str(p) for p in paths])
+    for path in paths:
+        item = page.locator(".upload-item", has_text=path.name)
+        expect(item.locator(".upload-status")).to_have_text(
+            re.compile("^(Indexed|Failed)"), timeout=120_000
+        )
+
+
+def indexed(page: Page, path: Path) -> None:
+    """The upload of this file ended indexed."""
+    status = page.locator(".upload-item", has_text=path.name).locator(".upload-status")
+    expect(status).to_have_text(re.compile("^Indexed"))
 
 
 def ask(page: Page, question: str) -> Any:
@@ -121,8 +127,16 @@ def test_admin_and_users_journey(contexts: Any, site: Site, tmp_path: Path) -> N
     first_sign_in(erin, "erin", erin_otp, shots="05-user")
     handbook = tmp_path / "handbook.md"
     handbook.write_text(HANDBOOK)
-    upload(erin, handbook)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    upload(erin, handbook, empty)  # two files in one go; one cannot be read
+    indexed(erin, handbook)
+    failed = erin.locator(".upload-item", has_text="empty.txt").locator(".upload-status")
+    expect(failed).to_have_text(re.compile(r"^Failed: The file is empty\."))
     expect(erin.locator("#documents tr", has_text="handbook.md")).to_contain_text("Indexed")
+    expect(erin.locator("#documents tr", has_text="empty.txt")).to_contain_text("Failed")
+    erin.get_by_label("State").select_option("indexed")
+    expect(erin.locator("#documents tr")).to_have_count(1)
     shot(erin, "06-documents")
     erin.goto("/")
     answer = ask(erin, QUESTION)
@@ -141,9 +155,31 @@ def test_admin_and_users_journey(contexts: Any, site: Site, tmp_path: Path) -> N
     expect(answer.get_by_role("button", name="Helpful", exact=True)).to_have_attribute(
         "aria-pressed", "true"
     )
-    erin.reload()  # the conversation, its rendered answer and the rating come back
-    rated = erin.locator(".msg-answer").last.get_by_role("button", name="Helpful", exact=True)
+    # A follow-up, stopped as soon as it starts streaming.
+    erin.get_by_label("Your question").fill("And how can the leave be split?")
+    erin.get_by_label("Your question").press("Enter")
+    expect(erin.locator("#stop")).to_be_visible()
+    expect(erin.locator(".msg-answer").nth(1).locator(".body")).not_to_be_empty(timeout=60_000)
+    erin.locator("#stop").click()
+    expect(erin.locator("#chat-status")).to_contain_text("Stopped")
+    expect(erin.locator("#send")).to_be_visible()
+    # The server stores the stopped answer once generation has halted (a moment later).
+    for _ in range(40):
+        erin.reload()  # the conversation, its rendered answers and the rating come back
+        expect(erin.locator(".msg-user")).to_have_count(2)
+        if erin.locator(".msg-answer").count() == 2:
+            break
+        erin.wait_for_timeout(250)
+    expect(erin.locator(".msg-answer")).to_have_count(2)
+    rated = erin.locator(".msg-answer").first.get_by_role("button", name="Helpful", exact=True)
     expect(rated).to_have_attribute("aria-pressed", "true")
+    expect(erin.locator(".msg-answer").first.locator("button.cite")).to_have_count(1)
+    # Rename the conversation from the list.
+    erin.get_by_role("button", name=re.compile("^Rename")).first.click()
+    erin.get_by_label("New title").fill("Leave questions")
+    erin.get_by_label("New title").press("Enter")
+    expect(erin.locator("#thread-title")).to_have_text("Leave questions")
+    expect(erin.locator(".conversation-open")).to_have_text(["Leave questions"])
     erin.goto("/account")
     expect(erin.locator("#sessions tr")).to_have_count(1)
     shot(erin, "09-account")
@@ -176,7 +212,8 @@ def test_admin_and_users_journey(contexts: Any, site: Site, tmp_path: Path) -> N
     admin.get_by_label("Action").fill("chat")
     admin.get_by_role("button", name="Search").click()
     questions = admin.locator('#audit-entries tr[data-action="chat.answer"]')
-    expect(questions).to_have_count(2)
-    expect(questions.filter(has_text="erin")).to_have_count(1)
+    expect(questions).to_have_count(3)  # erin's two (one stopped) and sam's
+    expect(questions.filter(has_text="erin")).to_have_count(2)
+    expect(questions.filter(has_text="erin").filter(has_text="stopped")).to_have_count(1)
     expect(questions.filter(has_text="sam")).to_have_count(1)
     shot(admin, "14-admin-audit")
