@@ -157,7 +157,7 @@ def export_audit(
     session: SessionDep,
     rt: RuntimeDep,
     now: NowDep,
-    format: Literal["jsonl", "csv"] = "jsonl",  # noqa: A002 - the query parameter's name
+    format: Literal["jsonl", "csv"] = "jsonl",
     since: Since = None,
     until: Until = None,
     actor: ActorQ = None,
