@@ -312,6 +312,15 @@ def approve(
     _load_builtins()
     req = get_request(session, request_id)
     if req.requester_id == approver.id:
+        audit.record(
+            session,
+            actor=approver.principal,
+            action="approval.self_approve",
+            target=f"approval:{req.id}",
+            outcome="refused",
+            details={"kind": req.kind, "reason": "own_request"},
+        )
+        session.commit()
         raise PermissionDenied("You cannot approve your own request; another admin must.")
     _decidable(session, req, approver, now)
     requester = session.get(User, req.requester_id)

@@ -132,6 +132,7 @@ def test_requester_cannot_approve_and_requests_expire(runtime: Runtime, calls: C
             )
     assert calls.seen == []
     assert "approval.expire" in _actions(runtime)
+    assert "approval.self_approve" in _actions(runtime)  # the refused attempt is audited
 
 
 def test_registry_guards(runtime: Runtime, calls: Calls) -> None:
