@@ -384,6 +384,13 @@ def ingest_cmd(
             if not result.duplicate or result.document.state == "queued":
                 # A queued duplicate was left by an interrupted run: process it now.
                 submitted[result.document.id] = f
+        from appliance.admin import service as switches
+
+        if switches.ingestion_paused(session):
+            err.print(
+                "Ingestion is paused (kill switch): the files are queued and start once it is "
+                "resumed with `appliance system resume-ingestion` (or read-write)."
+            )
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from appliance.approvals import service as approvals
@@ -19,6 +20,7 @@ from appliance.audit import service as audit
 from appliance.auth.tables import User
 from appliance.cli import app
 from appliance.db import utcnow
+from appliance.documents.tables import Document
 from appliance.errors import InvalidInput, Maintenance, PermissionDenied
 from appliance.runtime import Runtime
 from tests.fixtures.app import instance_env
@@ -155,3 +157,16 @@ def test_approve_from_the_shell_needs_another_admin(cli: CliRunner, runtime: Run
         assert s.get_one(User, pat_id).role == "admin"
         page = audit.search(s, filters=audit.Filters(action="approval"), limit=100)
     assert {e.action for e in page.entries} >= {"approval.approve", "approval.cli"}
+
+
+def test_ingest_while_paused_queues_and_says_so(
+    cli: CliRunner, runtime: Runtime, tmp_path: Path
+) -> None:
+    assert cli.invoke(app, ["system", "pause-ingestion"]).exit_code == 0
+    note = tmp_path / "note.md"
+    note.write_text("# Note\n\nHello.\n")
+    r = cli.invoke(app, ["ingest", str(note), "--inline-parser"])
+    assert "Ingestion is paused" in r.output
+    with runtime.sessions() as s:
+        states = s.execute(select(Document.state)).scalars().all()
+    assert states == ["queued"]
