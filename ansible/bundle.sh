@@ -22,7 +22,11 @@ mkdir -p "$STAGE/wheels" "$STAGE/requirements"
 
 VENV=$ROOT/build/bundle-venv
 [ -x "$VENV/bin/pip" ] || "$PYTHON" -m venv "$VENV"
-PIP=("$VENV/bin/pip" --disable-pip-version-check)
+# pip, minus the noise of file:// index entries some build machines configure.
+pip_() {
+  "$VENV/bin/pip" --disable-pip-version-check "$@" 2> >(grep -v '^WARNING: Location' >&2)
+}
+PIP=(pip_)
 "${PIP[@]}" install --quiet --upgrade "pip==26.3" "wheel==0.48.0"
 
 echo "bundle: wheels for pip itself"
