@@ -13,7 +13,8 @@
     ├── ReadOnly                        503  an admin put the appliance read-only
     ├── CryptoError                     500  a ciphertext that will not open: names the object
     │   └── KeyMissing                  500  its data key was deleted (crypto-shredded)
-    └── IngestFailed                    422  wraps ingest.errors.IngestError for a caller
+    ├── IngestFailed                    422  wraps ingest.errors.IngestError for a caller
+    └── LeaseLost (jobs.leases)         409  a job run outlived its lease; another took over
 
 Library exceptions are translated at the boundary with ``raise ... from exc``; every
 message tells a person what went wrong and what to do.

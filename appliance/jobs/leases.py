@@ -19,11 +19,15 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from appliance.errors import ApplianceError
 from appliance.jobs.tables import JobLease
 
 
-class LeaseLost(Exception):
+class LeaseLost(ApplianceError):
     """Another process holds the lease now: the job must stop where it is."""
+
+    status_code = 409
+    code = "lease_lost"
 
 
 def new_holder() -> str:
@@ -120,7 +124,11 @@ def renew(
         )
         session.commit()
     if _rowcount(result) != 1:
-        raise LeaseLost(f"The lease of job {name!r} was taken over by another process.")
+        raise LeaseLost(
+            f"The lease of job {name!r} was taken over by another process (this run took "
+            "longer than jobs.lease_seconds between checkpoints); that process finishes the "
+            "work. If this keeps happening, raise jobs.lease_seconds."
+        )
 
 
 def release(
