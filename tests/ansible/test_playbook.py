@@ -291,6 +291,7 @@ def target() -> Iterator[Target]:
         )
     finally:
         _remove_rootfs()
+        shutil.rmtree(WORK, ignore_errors=True)  # the throwaway vault password goes too
 
 
 def test_first_run_provisions(target: Target) -> None:
