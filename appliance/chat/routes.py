@@ -10,6 +10,7 @@ from fastapi import Path, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Send
 
 from appliance.chat import pipeline, service
 from appliance.deps import CurrentUser, RuntimeDep, SessionDep, client_address, protected_router
@@ -55,6 +56,25 @@ SSE_DOC: dict[int | str, dict[str, Any]] = {
         "content": {"text/event-stream": {}},
     }
 }
+
+
+class _ClosingStreamingResponse(StreamingResponse):
+    """Closes its body iterator however the response ends.
+
+    When the browser goes away (the Stop button), uvicorn's `send` raises inside
+    Starlette's loop, outside our generator, which stays suspended: without this its
+    `finally` (stop generating, drain in the background, store, audit, free the queue
+    slot) would wait for the garbage collector, holding the shared model's slot.
+    """
+
+    async def stream_response(self, send: Send) -> None:
+        """Stream; then close the iterator (a no-op when it ran to its end)."""
+        try:
+            await super().stream_response(send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 def _drain(events: Iterator[pipeline.Event], lock: threading.Lock) -> None:
@@ -118,7 +138,7 @@ async def chat(
                 cancel.set()
                 threading.Thread(target=_drain, args=(events, lock), daemon=True).start()
 
-    return StreamingResponse(
+    return _ClosingStreamingResponse(
         stream(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
