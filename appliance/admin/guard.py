@@ -1,10 +1,11 @@
 """Read-only mode at the door: every change over HTTP is refused with 503 ``read_only``.
 
 Allowed while read-only: signing in (password, second factor, enrolment, the forced password
-change), signing out and ending sessions (both only protect accounts), and the kill-switch
-endpoint itself so an admin can switch read-only off again. Everything else that changes
-state (POST, PUT, PATCH, DELETE) is refused, asking questions included, because an answer
-stores chat history and an audit entry. The switch is read from the database per request.
+change), signing out and ending sessions (both only protect accounts), verifying the audit
+chain (a read), and the kill-switch endpoint itself so an admin can switch read-only off.
+Everything else that changes state (POST, PUT, PATCH, DELETE) is refused, asking questions
+included, because an answer stores chat history and an audit entry. The switch is read from
+the database per request. The operator's CLI is not refused: the shell is the credential.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ALLOWED_PREFIXES = (
     "/api/auth/logout",
     "/api/auth/sessions",
     "/api/admin/system/switches",
+    "/api/admin/audit/verify",  # reads only; POST because it carries a checkpoint
 )
 
 

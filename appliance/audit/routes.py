@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 from typing import Annotated, Literal
@@ -13,7 +14,14 @@ from sqlalchemy.orm import Session
 from appliance.approvals import service as approvals
 from appliance.approvals.schemas import ApprovalRequestOut, approval_out
 from appliance.audit import service
-from appliance.audit.schemas import AuditEntryOut, AuditPageOut, ExportRequestIn
+from appliance.audit.schemas import (
+    AuditEntryOut,
+    AuditPageOut,
+    CheckpointBody,
+    ExportRequestIn,
+    VerifyIn,
+    VerifyOut,
+)
 from appliance.auth import service as users
 from appliance.deps import (
     AdminUser,
@@ -251,3 +259,46 @@ def request_export(
     )
     session.commit()
     return approval_out(session, req, crypto=rt.crypto)
+
+
+@router.get("/checkpoint")
+def get_checkpoint(
+    request: Request, admin: AdminUser, session: SessionDep, rt: RuntimeDep, now: NowDep
+) -> CheckpointBody:
+    """A signed checkpoint of the chain's head, for you to keep off this server (audited).
+
+    Later, `POST /api/admin/audit/verify` with it (or `appliance audit verify --checkpoint`)
+    shows whether any entry up to that head was removed, the newest ones included.
+    """
+    service.record(
+        session,
+        actor=admin.principal,
+        action="audit.checkpoint",
+        target="audit",
+        client=client_address(request),
+    )
+    session.commit()
+    cp = service.checkpoint(session, crypto=rt.crypto, now=now)
+    return CheckpointBody(**dataclasses.asdict(cp))
+
+
+@router.post("/verify")
+def verify_chain(body: VerifyIn, session: SessionDep, rt: RuntimeDep) -> VerifyOut:
+    """Check the hash chain (and, given a checkpoint, that its head is still there).
+
+    A checkpoint whose signature does not match is refused (422): it was edited or forged.
+    """
+    cp = None
+    if body.checkpoint is not None:
+        cp = service.Checkpoint(**body.checkpoint.model_dump())
+        service.check_checkpoint(cp, crypto=rt.crypto)
+    result = service.verify(session, checkpoint=cp)
+    return VerifyOut(
+        ok=result.ok,
+        entries=result.entries,
+        pruned=result.pruned,
+        head=result.head,
+        head_id=result.head_id,
+        problem=result.problem,
+        at_id=result.at_id,
+    )

@@ -52,3 +52,35 @@ class ExportRequestIn(BaseModel):
     target: str | None = Field(None, max_length=128)
     outcome: str | None = Field(None, max_length=16)
     reason: str | None = Field(None, max_length=500, description="Why; shown to approvers.")
+
+
+class CheckpointBody(BaseModel):
+    """A signed checkpoint of the chain's head (``entries`` counts pruned entries too)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entries: int = Field(ge=0)
+    head_id: int = Field(ge=0, le=2**62)
+    head_hash: str = Field(pattern="^[0-9a-f]{64}$")
+    time: str = Field(max_length=40)
+    mac: str = Field(pattern="^[0-9a-f]{64}$")
+
+
+class VerifyIn(BaseModel):
+    """What to verify the chain against: optionally a checkpoint kept off the server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: CheckpointBody | None = None
+
+
+class VerifyOut(BaseModel):
+    """The chain's state: ok, or the first break and where it is."""
+
+    ok: bool
+    entries: int
+    pruned: int
+    head: str
+    head_id: int | None
+    problem: str | None
+    at_id: int | None

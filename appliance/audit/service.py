@@ -336,7 +336,7 @@ def checkpoint(session: Session, *, crypto: Crypto, now: dt.datetime | None = No
 def check_checkpoint(cp: Checkpoint, *, crypto: Crypto) -> None:
     """Refuse a checkpoint whose signature does not match (forged or edited)."""
     expected = crypto.mac(CHECKPOINT_PURPOSE, cp.body())
-    if not hmac.compare_digest(expected, cp.mac):
+    if not hmac.compare_digest(expected.encode(), cp.mac.encode("utf-8", "replace")):
         raise InvalidInput(
             "The checkpoint's signature does not match: it was edited, forged, or signed with "
             "another appliance's keys. Use a checkpoint this appliance wrote."

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from appliance.admin import service as switches
 from appliance.audit import service as audit
@@ -387,3 +387,24 @@ def test_self_grants_on_confidential_documents_follow_the_setting(
     with runtime.sessions() as s:
         (grant,) = s.execute(select(AuditEvent).where(AuditEvent.action == "acl.grant")).scalars()
         assert json.loads(grant.details)["self_grant"] is True
+
+
+def test_checkpoint_and_verify_over_the_api(
+    runtime: Runtime, admin_browser: Browser, user_browser: Browser
+) -> None:
+    assert user_browser.get("/api/admin/audit/checkpoint").status_code == 403
+    cp = admin_browser.get("/api/admin/audit/checkpoint").json()
+    assert set(cp) == {"entries", "head_id", "head_hash", "time", "mac"}
+    ok = admin_browser.post("/api/admin/audit/verify", json={"checkpoint": cp}).json()
+    assert ok["ok"] is True
+    assert admin_browser.post("/api/admin/audit/verify", json={}).json()["ok"] is True
+    forged = {**cp, "entries": cp["entries"] - 1}
+    refused = admin_browser.post("/api/admin/audit/verify", json={"checkpoint": forged})
+    assert refused.status_code == 422
+    assert "signature" in refused.json()["message"]
+    with runtime.sessions() as s:
+        s.execute(delete(AuditEvent).where(AuditEvent.id >= cp["head_id"]))
+        s.commit()
+    cut = admin_browser.post("/api/admin/audit/verify", json={"checkpoint": cp}).json()
+    assert cut["ok"] is False
+    assert "truncated" in cut["problem"]

@@ -197,3 +197,11 @@ def test_edit_to_prune_anchor_is_detected(session: Session) -> None:
         update(AuditEvent).where(AuditEvent.action == audit.PRUNED).values(target="elsewhere")
     )
     assert not audit.verify(session).ok
+
+
+def test_a_garbled_checkpoint_is_refused_not_crashed(session: Session, crypto: Crypto) -> None:
+    cp = audit.checkpoint(session, crypto=crypto)
+    with pytest.raises(InvalidInput, match="signature"):
+        audit.check_checkpoint(dataclasses.replace(cp, mac="ü" * 64), crypto=crypto)
+    with pytest.raises(InvalidInput, match="not an audit checkpoint"):
+        audit.Checkpoint.from_json("{}")
