@@ -136,18 +136,26 @@ def _system_status(request: Request, session: Session, rt: Runtime) -> dict[str,
 
 
 def _models(rt: Runtime) -> list[dict[str, Any]]:
-    """Bundled and registered models, without hashing (the page offers the CLI for that)."""
-    from models.manifest import ModelRegistry
+    """Bundled and registered models, each checked against its sha256 (cached per file)."""
+    from models.manifest import ModelRegistry, verify
+    from models.protocols import ModelError
 
     active = {rt.settings.models.chat_model, rt.settings.models.embedder}
     rows = []
     for entry in ModelRegistry(rt.settings.models_dir / "registry.json").entries():
+        problem = None
+        try:
+            verify(entry)
+        except ModelError as exc:
+            problem = str(exc)
         rows.append(
             {
                 "name": entry.name,
                 "kind": entry.kind,
                 "source": entry.source,
                 "sha256": entry.sha256,
+                "verified": problem is None,
+                "problem": problem,
                 "active": entry.name in active,
             }
         )

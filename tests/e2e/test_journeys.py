@@ -203,9 +203,23 @@ def test_admin_and_users_journey(contexts: Any, site: Site, tmp_path: Path) -> N
     expect(admin.locator("#policies tr").first).to_be_visible()
     shot(admin, "12-admin-retention")
     admin.goto("/admin/system")
-    expect(admin.get_by_label("Pause answering")).not_to_be_checked()
     expect(admin.locator("body")).to_contain_text("smollm2")
+    expect(admin.locator("tr", has_text="smollm2")).to_contain_text("file matches")
+    # The kill switch: pause answering; sam's question gets a message saying what happened.
+    admin.get_by_label("Pause answering").check()
+    admin.get_by_label("Reason (shown to other admins)").fill("model upgrade")
+    admin.get_by_role("button", name="Apply").click()
+    expect(admin.locator("#switches")).to_contain_text("ON")
     shot(admin, "13-admin-system")
+    sam.goto("/")
+    sam.get_by_label("Your question").fill("Anything new?")
+    sam.get_by_label("Your question").press("Enter")
+    expect(sam.locator("#chat-error")).to_contain_text("paused")
+    expect(sam.get_by_label("Your question")).to_have_value("Anything new?")  # kept to resend
+    shot(sam, "13b-chat-paused")
+    admin.get_by_label("Pause answering").uncheck()
+    admin.get_by_role("button", name="Apply").click()
+    expect(admin.locator("#switches")).not_to_contain_text("ON")
 
     # -- the admin sees both questions in the audit log -------------------------------------
     admin.goto("/admin/audit")
@@ -217,3 +231,9 @@ def test_admin_and_users_journey(contexts: Any, site: Site, tmp_path: Path) -> N
     expect(questions.filter(has_text="erin").filter(has_text="stopped")).to_have_count(1)
     expect(questions.filter(has_text="sam")).to_have_count(1)
     shot(admin, "14-admin-audit")
+
+    # -- signing out ends the session ---------------------------------------------------------
+    admin.locator("#sign-out").click()
+    admin.wait_for_url(re.compile("/signin"))
+    admin.goto("/admin/users")
+    expect(admin).to_have_url(re.compile(r"/signin\?next=/admin/users$"))

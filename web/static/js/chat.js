@@ -277,7 +277,8 @@ async function ask(text) {
   errorBox.hidden = true;
   emptyState.hidden = true;
   if (emptyState.parentElement) emptyState.remove();
-  messages.append(questionNode(text));
+  const asked = questionNode(text);
+  messages.append(asked);
   const node = answerNode();
   node.body.textContent = "";
   messages.append(node.root);
@@ -327,6 +328,11 @@ async function ask(text) {
       finishAnswer(node, { text: node.text + " …", sources: [], id: null });
     } else {
       node.root.remove();
+      if (!node.text) {
+        // Nothing was answered: take the question back so it can be sent again.
+        asked.remove();
+        if (!question.value) question.value = text;
+      }
       showError(errorBox, error);
       status.textContent = "";
     }
