@@ -7,6 +7,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from appliance.admin import service as switches
+from appliance.admin.tables import READ_ONLY
 from appliance.db import utcnow
 from appliance.documents.ingestion import IngestionWorker
 from appliance.jobs.registry import JOBS, RunResult, due, run_job
@@ -68,7 +70,16 @@ class JobRunner:
             self.run_due()
 
     def run_due(self) -> list[RunResult]:
-        """Run every job whose interval has passed (skipped while another process runs it)."""
+        """Run every job whose interval has passed (skipped while another process runs it).
+
+        Nothing runs while an admin holds the appliance read-only: the jobs write (they
+        delete expired data, finish deletions), and read-only means no writes. They run
+        when next due after the switch is off; an operator can still `appliance jobs run`.
+        """
+        with self.rt.sessions() as session:
+            if switches.is_on(session, READ_ONLY):
+                log.info("scheduled jobs wait: the appliance is read-only")
+                return []
         results = []
         for job in JOBS.values():
             if self.stop_event.is_set():

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from appliance.admin import service as switches
+from appliance.admin.tables import READ_ONLY
 from appliance.audit.tables import AuditEvent
 from appliance.db import utcnow
 from appliance.jobs import registry
@@ -45,6 +47,26 @@ def test_runner_runs_due_jobs_once_per_interval(
             s.execute(select(AuditEvent).where(AuditEvent.action == "job.tick")).scalars()
         )
         assert [e.actor for e in events] == ["system:tick"]
+
+
+def test_scheduled_jobs_wait_while_the_appliance_is_read_only(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[dt.datetime] = []
+
+    def tick(ctx: registry.JobContext) -> dict[str, object]:
+        calls.append(ctx.now)
+        return {}
+
+    monkeypatch.setattr(registry, "JOBS", {"tick": Job("tick", "test", lambda s: 3600, tick)})
+    monkeypatch.setattr("appliance.jobs.runner.JOBS", registry.JOBS)
+    runner = JobRunner(runtime, poll_seconds=0.05)
+    for on, expected_runs in ((True, 0), (False, 1)):
+        with runtime.sessions() as s:
+            switches.set_switch(s, name=READ_ONLY, on=on, actor="operator:test", now=utcnow())
+            s.commit()
+        runner.run_due()
+        assert len(calls) == expected_runs
 
 
 def test_runner_thread_runs_jobs_and_stops(
