@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from appliance.acl import service as acl
 from appliance.approvals import service as approvals
-from appliance.approvals.tables import STATUSES, ApprovalRequest
+from appliance.approvals.tables import ApprovalRequest
 from appliance.audit import service as audit
 from appliance.auth import service as users
 from appliance.auth.tables import User
@@ -55,8 +55,10 @@ from appliance.errors import InvalidInput, NotFound, PayloadTooLarge, Permission
 from appliance.runtime import Runtime
 
 router = protected_router(prefix="/api", tags=["documents"])
+# Requesting an approval for a document action lives here, beside the document checks it
+# needs; listing and deciding requests is the approvals domain's /api/admin/approvals.
 approvals_router = protected_router(
-    prefix="/approvals", tags=["approvals"], dependencies=[Depends(admin_user)]
+    prefix="/admin/approvals", tags=["approvals"], dependencies=[Depends(admin_user)]
 )
 MAX_GRANTS_AT_UPLOAD = 50
 
@@ -509,19 +511,7 @@ def delete_document(doc_id: str, user: CurrentUser, session: SessionDep, rt: Run
     )
 
 
-# -- approvals (admins) ------------------------------------------------------------------
-
-
-@approvals_router.get("")
-def list_approvals(
-    session: SessionDep,
-    now: NowDep,
-    status: Annotated[str | None, Query(description=f"One of {', '.join(STATUSES)}.")] = None,
-) -> list[ApprovalOut]:
-    """Approval requests, newest first; expired ones are marked expired."""
-    return [
-        _approval_out(session, r) for r in approvals.list_requests(session, now=now, status=status)
-    ]
+# -- approval requests for document actions (admins) ------------------------------------
 
 
 @approvals_router.post("", status_code=201)
@@ -553,29 +543,6 @@ def create_approval(
         reason=body.reason,
     )
     session.commit()
-    return _approval_out(session, req)
-
-
-@approvals_router.post("/{request_id}/approve")
-def approve(
-    request_id: str, admin: AdminUser, session: SessionDep, rt: RuntimeDep, now: NowDep
-) -> ApprovalOut:
-    """Approve another admin's request: its action runs now, exactly once."""
-    req = approvals.approve(
-        session=session,
-        index=rt.index(),
-        request_id=request_id,
-        approver=admin,
-        now=now,
-        runtime=rt,
-    )
-    return _approval_out(session, req)
-
-
-@approvals_router.post("/{request_id}/reject")
-def reject(request_id: str, admin: AdminUser, session: SessionDep, now: NowDep) -> ApprovalOut:
-    """Reject a request (or withdraw your own); nothing runs."""
-    req = approvals.reject(session=session, request_id=request_id, decider=admin, now=now)
     return _approval_out(session, req)
 
 

@@ -191,7 +191,7 @@ def lift_hold(
 ) -> Any:
     """Lift a legal hold. When `approvals.required` lists lift_legal_hold (the default),
     this answers 202 with an approval request that a second admin approves under
-    /api/approvals; the hold is lifted then."""
+    /api/admin/approvals; the hold is lifted then."""
     doc = _doc(session, doc_id)
     if not retention.is_held(session, doc.id):
         return _state(session, doc)

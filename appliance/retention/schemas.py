@@ -71,7 +71,7 @@ class RetentionStateOut(BaseModel):
 
 
 class ApprovalPendingOut(BaseModel):
-    """The action waits for a second admin: approve it under /api/approvals."""
+    """The action waits for a second admin: approve it under /api/admin/approvals."""
 
     status: Literal["approval_required"] = "approval_required"
     approval_id: str

@@ -333,20 +333,20 @@ def test_admin_self_grant_on_confidential_needs_another_admin_once(
     again = as_root.post(f"/api/documents/{doc_id}/grants", json={"principal": "everyone"})
     assert again.json()["approval"]["id"] == approval["id"]
 
-    r = as_root.post(f"/api/approvals/{approval['id']}/approve")
+    r = as_root.post(f"/api/admin/approvals/{approval['id']}/approve")
     assert r.status_code == 403
     assert "own" in r.json()["message"]
-    listed = as_root2.get("/api/approvals", params={"status": "pending"}).json()
+    listed = as_root2.get("/api/admin/approvals", params={"status": "pending"}).json()
     assert [a["id"] for a in listed] == [approval["id"]]
-    r = as_root2.post(f"/api/approvals/{approval['id']}/approve")
+    r = as_root2.post(f"/api/admin/approvals/{approval['id']}/approve")
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "approved"
     assert r.json()["decided_by"] == "root2"
     assert r.json()["executed_at"] is not None
     assert as_root.get(f"/api/documents/{doc_id}").status_code == 200
     # Exactly once: a second approval is refused and grants nothing more.
-    assert as_root2.post(f"/api/approvals/{approval['id']}/approve").status_code == 422
-    assert as_root2.post(f"/api/approvals/{approval['id']}/reject").status_code == 422
+    assert as_root2.post(f"/api/admin/approvals/{approval['id']}/approve").status_code == 422
+    assert as_root2.post(f"/api/admin/approvals/{approval['id']}/reject").status_code == 422
     (grant,) = _audit(runtime, "acl.grant")
     assert approval["id"] in grant.details
     assert len(_audit(runtime, "approval.request")) == 1
@@ -369,8 +369,10 @@ def test_rejected_and_expired_requests_grant_nothing(
     first = as_root.post(f"/api/documents/{doc_id}/grants", json={"principal": "user:root"}).json()[
         "approval"
     ]
-    assert as_root2.post(f"/api/approvals/{first['id']}/reject").json()["status"] == "rejected"
-    assert as_root2.post(f"/api/approvals/{first['id']}/approve").status_code == 422
+    assert (
+        as_root2.post(f"/api/admin/approvals/{first['id']}/reject").json()["status"] == "rejected"
+    )
+    assert as_root2.post(f"/api/admin/approvals/{first['id']}/approve").status_code == 422
     assert as_root.get(f"/api/documents/{doc_id}").status_code == 404
 
     # Lowering the classification to dodge the approval is held too.
@@ -379,23 +381,23 @@ def test_rejected_and_expired_requests_grant_nothing(
     assert r.json()["approval"]["kind"] == "classify"
 
     second = as_root.post(
-        "/api/approvals",
+        "/api/admin/approvals",
         json={"doc_id": doc_id, "kind": "grant", "principal": "user:root", "reason": "audit"},
     )
     assert second.status_code == 201
     as_root.clock.advance(hours=settings.acl.approval_expiry_hours + 1)
     as_root, as_root2 = (_signed_in(browser_factory, a) for a in (root, root2))  # sessions ended
-    r = as_root2.post(f"/api/approvals/{second.json()['id']}/approve")
+    r = as_root2.post(f"/api/admin/approvals/{second.json()['id']}/approve")
     assert r.status_code == 422
     assert "expired" in r.json()["message"]
-    statuses = {a["id"]: a["status"] for a in as_root2.get("/api/approvals").json()}
+    statuses = {a["id"]: a["status"] for a in as_root2.get("/api/admin/approvals").json()}
     assert statuses[second.json()["id"]] == "expired"
     assert as_root.get(f"/api/documents/{doc_id}").status_code == 404
     assert _audit(runtime, "acl.grant") == []
     # Approvals are for admins only.
     as_alice = _signed_in(browser_factory, alice)
-    assert as_alice.get("/api/approvals").status_code == 403
-    assert as_alice.post(f"/api/approvals/{first['id']}/approve").status_code == 403
+    assert as_alice.get("/api/admin/approvals").status_code == 403
+    assert as_alice.post(f"/api/admin/approvals/{first['id']}/approve").status_code == 403
 
 
 def test_granting_to_a_group_the_admin_is_in_is_a_self_grant(

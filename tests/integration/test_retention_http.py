@@ -148,10 +148,10 @@ def test_legal_hold_blocks_every_delete_and_lifting_needs_a_second_admin(
     assert r.status_code == 202, r.text
     approval = r.json()["approval_id"]
     assert r.json()["kind"] == "lift_legal_hold"
-    assert admin.post(f"/api/approvals/{approval}/approve").status_code == 403  # own request
+    assert admin.post(f"/api/admin/approvals/{approval}/approve").status_code == 403  # own request
     with rt.sessions() as s:
         assert s.get(LegalHold, doc_id) is not None
-    r = admin2.post(f"/api/approvals/{approval}/approve")
+    r = admin2.post(f"/api/admin/approvals/{approval}/approve")
     assert r.status_code == 200, r.text
     with rt.sessions() as s:
         assert s.get(LegalHold, doc_id) is None
