@@ -203,7 +203,25 @@ def contexts(chromium: PwBrowser, site: Site) -> Iterator[Any]:
     assert not problems, "\n".join(problems)
 
 
+UNLABELLED = """() => {
+  const name = (el) => (el.getAttribute("aria-label") || el.getAttribute("title") || "").trim()
+    || [...(el.labels || [])].map((l) => l.textContent.trim()).join(" ")
+    || (el.getAttribute("aria-labelledby") || "").split(" ").map(
+         (id) => (document.getElementById(id) || {}).textContent || "").join(" ").trim();
+  const out = [];
+  for (const el of document.querySelectorAll("input, select, textarea")) {
+    if (!name(el)) out.push(el.outerHTML.slice(0, 120));
+  }
+  for (const el of document.querySelectorAll("button, a[href]")) {
+    if (!(el.textContent.trim() || name(el))) out.push(el.outerHTML.slice(0, 120));
+  }
+  return out;
+}"""
+
+
 def shot(page: Page, name: str) -> None:
-    """Save a full-page screenshot as a test artifact."""
+    """Save a full-page screenshot as a test artifact; every control must have a name."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    unlabelled = page.evaluate(UNLABELLED)
+    assert not unlabelled, f"{name}: controls without an accessible name: {unlabelled}"

@@ -180,6 +180,22 @@ def test_admin_and_users_journey(contexts: Any, site: Site, tmp_path: Path) -> N
     erin.get_by_label("New title").press("Enter")
     expect(erin.locator("#thread-title")).to_have_text("Leave questions")
     expect(erin.locator(".conversation-open")).to_have_text(["Leave questions"])
+    # Two questions at once (a second tab): the later one shows its place in the queue.
+    erin.get_by_role("button", name="New", exact=True).click()
+    tab = erin.context.new_page()
+    tab.goto("/")
+    erin.get_by_label("Your question").fill("When does the Lisbon office open?")
+    tab.get_by_label("Your question").fill("When does the Lisbon office close?")
+    erin.get_by_label("Your question").press("Enter")
+    expect(erin.locator("#stop")).to_be_visible()
+    tab.get_by_label("Your question").press("Enter")
+    expect(tab.locator("#chat-status")).to_contain_text("next in line", timeout=30_000)
+    shot(tab, "08b-chat-queue")
+    for page in (erin, tab):
+        expect(page.locator(".msg-answer .msg-actions button", has_text="Copy")).to_be_visible(
+            timeout=120_000
+        )
+    tab.close()
     erin.goto("/account")
     expect(erin.locator("#sessions tr")).to_have_count(1)
     shot(erin, "09-account")
@@ -226,8 +242,8 @@ def test_admin_and_users_journey(contexts: Any, site: Site, tmp_path: Path) -> N
     admin.get_by_label("Action").fill("chat")
     admin.get_by_role("button", name="Search").click()
     questions = admin.locator('#audit-entries tr[data-action="chat.answer"]')
-    expect(questions).to_have_count(3)  # erin's two (one stopped) and sam's
-    expect(questions.filter(has_text="erin")).to_have_count(2)
+    expect(questions).to_have_count(5)  # erin's four (one stopped) and sam's
+    expect(questions.filter(has_text="erin")).to_have_count(4)
     expect(questions.filter(has_text="erin").filter(has_text="stopped")).to_have_count(1)
     expect(questions.filter(has_text="sam")).to_have_count(1)
     shot(admin, "14-admin-audit")
