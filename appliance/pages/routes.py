@@ -10,6 +10,7 @@ text (or, for answers, as the server-sanitised HTML from chat/render.py).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -43,9 +44,14 @@ ADMIN_SECTIONS = [
 ]
 
 
+# A path on this site: no scheme, no host, nothing a browser would strip or reinterpret
+# (it drops tabs and newlines, and reads "\\" as "/", so "/\t/evil" would become "//evil").
+_LOCAL_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9/_.~%?=&+-]*")
+
+
 def _safe_next(value: str | None) -> str:
     """A local path to return to after sign-in; anything else becomes '/'."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    if not value or not _LOCAL_PATH.fullmatch(value):
         return "/"
     return value
 

@@ -198,6 +198,12 @@ def test_admin_and_users_journey(contexts: Any, site: Site, tmp_path: Path) -> N
     tab.close()
     erin.goto("/account")
     expect(erin.locator("#sessions tr")).to_have_count(1)
+    erin.get_by_label("Current password").fill("not my password at all")
+    erin.get_by_label("New password (12 or more characters)").fill("a different long passphrase")
+    erin.get_by_label("New password again").fill("a different long passphrase")
+    erin.get_by_role("button", name="Change password").click()
+    expect(erin.locator("#pw-error")).to_be_visible()  # said here; the session stays
+    expect(erin).to_have_url(re.compile("/account$"))
     shot(erin, "09-account")
 
     # -- sam, without a grant, asks the same and gets no such source -----------------------

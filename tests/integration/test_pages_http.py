@@ -22,7 +22,7 @@ def test_pages_send_strangers_to_sign_in(browser: Browser, path: str) -> None:
 
 
 def test_sign_in_page_only_returns_to_local_paths(browser: Browser) -> None:
-    for bad in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+    for bad in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "/\t/evil.example"):
         page = browser.get("/signin", params={"next": bad})
         assert page.status_code == 200
         assert 'data-next="/"' in page.text

@@ -44,7 +44,10 @@ export async function errorFrom(response) {
   } catch {
     body = null;
   }
-  if (response.status === 401 && !location.pathname.startsWith("/signin")) {
+  // The session is gone (expired, ended elsewhere): sign in again, then come back. A wrong
+  // password (sign_in_failed, e.g. when changing it) is shown where it happened instead.
+  const sessionGone = response.status === 401 && (!body || body.error === "not_authenticated");
+  if (sessionGone && !location.pathname.startsWith("/signin")) {
     location.assign(`/signin?next=${encodeURIComponent(location.pathname + location.search)}`);
   }
   return new ApiError(response.status, messageOf(response.status, body), body && body.error);
