@@ -196,6 +196,12 @@ def test_admin_and_users_journey(contexts: Any, site: Site, tmp_path: Path) -> N
             timeout=120_000
         )
     tab.close()
+    erin.reload()
+    expect(erin.locator(".conversation-open")).to_have_count(3)
+    erin.get_by_role("button", name="Delete “Leave questions”").click()
+    erin.locator("dialog.confirm").get_by_role("button", name="Delete").click()
+    expect(erin.locator(".conversation-open")).to_have_count(2)
+    expect(erin.locator(".conversation-open", has_text="Leave questions")).to_have_count(0)
     erin.goto("/account")
     expect(erin.locator("#sessions tr")).to_have_count(1)
     erin.get_by_label("Current password").fill("not my password at all")
