@@ -199,6 +199,38 @@ function renderGrants(grants) {
   }
 }
 
+function renderRetention(state) {
+  const text = [];
+  text.push(state.retain_until
+    ? `Deleted by the retention job after ${when(state.retain_until)}.`
+    : "Kept for its classification's retention period.");
+  if (state.legal_hold) text.push("Under legal hold: nothing deletes it until an administrator lifts the hold.");
+  document.getElementById("retention-state").textContent = text.join(" ");
+  document.getElementById("retain-until").value = state.retain_until ? state.retain_until.slice(0, 10) : "";
+  document.getElementById("delete-doc").disabled = state.legal_hold;
+}
+
+async function setRetention(value) {
+  document.getElementById("access-error").hidden = true;
+  try {
+    renderRetention(await api("PUT", `/api/documents/${current.id}/retention`, { retain_until: value }));
+    notice(value ? "Retention date saved." : "The classification's period applies again.");
+  } catch (error) {
+    showError(document.getElementById("access-error"), error);
+  }
+}
+
+document.getElementById("retention-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const day = document.getElementById("retain-until").value;
+  if (!day) {
+    showError(document.getElementById("access-error"), "Pick a date, or use the classification's period.");
+    return;
+  }
+  setRetention(`${day}T00:00:00Z`);
+});
+document.getElementById("retain-default").addEventListener("click", () => setRetention(null));
+
 async function openAccess(doc) {
   current = doc;
   document.getElementById("access-title").textContent = `Access: ${doc.title || doc.filename}`;
@@ -207,8 +239,15 @@ async function openAccess(doc) {
   document.getElementById("classify").value = doc.classification;
   clear(document.getElementById("grants"));
   dialog.showModal();
+  document.getElementById("retention-state").textContent = "";
+  document.getElementById("delete-doc").disabled = false;
   try {
-    renderGrants(await api("GET", `/api/documents/${doc.id}/grants`));
+    const [grants, retention] = await Promise.all([
+      api("GET", `/api/documents/${doc.id}/grants`),
+      api("GET", `/api/documents/${doc.id}/retention`),
+    ]);
+    renderGrants(grants);
+    renderRetention(retention);
   } catch (error) {
     showError(document.getElementById("access-error"), error);
   }
