@@ -272,6 +272,13 @@ def test_admin_and_users_journey(contexts: Any, site: Site, tmp_path: Path) -> N
     expect(questions.filter(has_text="sam")).to_have_count(1)
     shot(admin, "14-admin-audit")
 
+    # -- disabling an account ends its sessions at once ---------------------------------------
+    admin.goto("/admin/users")
+    admin.get_by_role("button", name="Disable: sam").click()
+    expect(admin.locator('tr[data-username="sam"]')).to_contain_text("disabled")
+    sam.goto("/")
+    expect(sam).to_have_url(re.compile(r"/signin\?next=/$"))
+
     # -- signing out ends the session ---------------------------------------------------------
     admin.locator("#sign-out").click()
     admin.wait_for_url(re.compile("/signin"))
