@@ -9,6 +9,10 @@ Playwright's own sync API, not the pytest-playwright plugin: the plugin parametr
 test that uses a fixture named `browser` (ours, in tests/fixtures/auth.py, is an HTTP
 client), so it renamed a hundred unrelated tests `...[chromium]`. The fixture names below
 follow the plugin's (`playwright`, `browser_type_launch_args`).
+
+The browser, the Playwright driver and the server are package-scoped: they stop when the
+e2e tests are done. (Session-scoped, the sync driver's event loop stayed "running" in the
+main thread for every later test, and `asyncio.run()` there refused to start.)
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser_type_launch_args() -> dict[str, Any]:
     """Launch arguments: Debian's Chromium, headless, no outside lookups."""
     if not Path(CHROMIUM).exists():
@@ -56,14 +60,14 @@ def browser_type_launch_args() -> dict[str, Any]:
     return {"executable_path": CHROMIUM, "headless": True, "args": CHROMIUM_ARGS}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     """The Playwright driver for the session."""
     with sync_playwright() as pw:
         yield pw
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium(
     playwright: Playwright, browser_type_launch_args: dict[str, Any]
 ) -> Iterator[PwBrowser]:
@@ -115,7 +119,7 @@ class Site:
     problems: list[str] = field(default_factory=list)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def site(
     tmp_path_factory: pytest.TempPathFactory, real_embedder: object, real_generator: object
 ) -> Iterator[Site]:
