@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 _MARKER = re.compile(r"\[(\d{1,3})\]")
-_PARTIAL = re.compile(r"(\[\d{0,3}|!)$")
+_PARTIAL = re.compile(r"(!?\[\d{0,3}|!)$")  # "![" split over pieces is held whole
 
 
 class CitationFilter:

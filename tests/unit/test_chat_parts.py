@@ -26,11 +26,21 @@ def test_images_are_defused() -> None:
     assert "![" not in text
 
 
+def test_image_syntax_split_over_pieces_is_defused() -> None:
+    # Found by the property test below: "!" at the end of one piece, "[" in the next.
+    f = CitationFilter(2)
+    out = "".join(f.feed(piece) for piece in ["1111!", "[", "["]) + f.flush()
+    assert out == "1111[["
+    f = CitationFilter(1)
+    out = "".join(f.feed(p) for p in ["see !", "[x](http://evil.example/a.png)"]) + f.flush()
+    assert "![" not in out
+
+
 @given(
     text=st.text(alphabet="ab [1]23!(x)", max_size=60),
     cuts=st.lists(st.integers(min_value=0, max_value=60), max_size=8),
 )
-@settings(max_examples=300)
+@settings(max_examples=1000)
 def test_streaming_filter_equals_whole_text_filter(text: str, cuts: list[int]) -> None:
     pieces, last = [], 0
     for c in sorted(set(cuts)):
