@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from appliance.acl import service as acl
@@ -20,29 +19,9 @@ from appliance.config import Settings
 from appliance.documents.tables import Document
 from appliance.runtime import Runtime
 from tests.fixtures.app import inline_worker, submit
-from tests.fixtures.auth import Account, Browser, make_user
+from tests.fixtures.auth import Account, signed_in
 
 SECRET_WORDS = "The merger code name is Bluefin-Otter-4417."
-
-
-@pytest.fixture
-def bob(runtime: Runtime) -> Account:
-    """A second ordinary user."""
-    with runtime.sessions() as session:
-        return make_user(session, runtime.crypto, username="bob")
-
-
-@pytest.fixture
-def root2(runtime: Runtime) -> Account:
-    """A second admin."""
-    with runtime.sessions() as session:
-        return make_user(session, runtime.crypto, username="root2", role="admin")
-
-
-def _signed_in(browser_factory: Any, account: Account) -> Browser:
-    b: Browser = browser_factory()
-    b.sign_in(account)
-    return b
 
 
 def _document(
@@ -95,7 +74,7 @@ def test_an_unreadable_document_is_not_found_on_every_route(
     runtime: Runtime, tmp_path: Path, browser_factory: Any, alice: Account, bob: Account
 ) -> None:
     doc_id = _document(runtime, tmp_path, owner="bob")
-    as_alice = _signed_in(browser_factory, alice)
+    as_alice = signed_in(browser_factory, alice)
     for method, url, kw in _routes(doc_id):
         r = as_alice.request(method, url, **kw)
         missing = as_alice.request(method, url.replace(doc_id, "0" * 32), **kw)
@@ -109,7 +88,7 @@ def test_an_unreadable_document_is_not_found_on_every_route(
     assert listing["by_state"] == {}
     assert listing["by_classification"] == {}
     # Still there for its owner: nothing was deleted by the refused requests.
-    as_bob = _signed_in(browser_factory, bob)
+    as_bob = signed_in(browser_factory, bob)
     assert as_bob.get(f"/api/documents/{doc_id}").status_code == 200
 
 
@@ -117,8 +96,8 @@ def test_read_grant_opens_view_download_and_preview_and_revoke_closes_them(
     runtime: Runtime, tmp_path: Path, browser_factory: Any, alice: Account, bob: Account
 ) -> None:
     doc_id = _document(runtime, tmp_path, owner="bob", name="Plan für Q3.md")
-    as_alice = _signed_in(browser_factory, alice)
-    as_bob = _signed_in(browser_factory, bob)
+    as_alice = signed_in(browser_factory, alice)
+    as_bob = signed_in(browser_factory, bob)
     assert (
         as_bob.post(f"/api/documents/{doc_id}/grants", json={"principal": "user:alice"}).json()[
             "status"
@@ -179,7 +158,7 @@ def test_search_filters_and_counts_cover_only_readable_documents(
         classification="confidential",
     )
     _document(runtime, tmp_path, owner="bob", name="salaries.md", classification="confidential")
-    as_alice = _signed_in(browser_factory, alice)
+    as_alice = signed_in(browser_factory, alice)
     listing = as_alice.get("/api/documents").json()
     assert {d["id"] for d in listing["documents"]} == {mine, shared}
     assert listing["total"] == 2
@@ -197,8 +176,8 @@ def test_search_filters_and_counts_cover_only_readable_documents(
 def test_upload_with_grants_shows_progress_to_its_owner_then_the_library(
     runtime: Runtime, browser_factory: Any, alice: Account, bob: Account
 ) -> None:
-    as_alice = _signed_in(browser_factory, alice)
-    as_bob = _signed_in(browser_factory, bob)
+    as_alice = signed_in(browser_factory, alice)
+    as_bob = signed_in(browser_factory, bob)
     r = as_alice.post(
         "/api/documents",
         files={"file": ("notes.md", b"# Notes\n\nThe launch is on Tuesday.\n", "text/markdown")},
@@ -225,7 +204,7 @@ def test_upload_with_grants_shows_progress_to_its_owner_then_the_library(
 def test_failed_upload_reason_is_shown_to_its_owner_only(
     runtime: Runtime, browser_factory: Any, alice: Account, bob: Account
 ) -> None:
-    as_alice = _signed_in(browser_factory, alice)
+    as_alice = signed_in(browser_factory, alice)
     r = as_alice.post(
         "/api/documents",
         files={"file": ("empty.txt", b"", "text/plain")},
@@ -236,7 +215,7 @@ def test_failed_upload_reason_is_shown_to_its_owner_only(
     assert "empty" in r.json()["error_reason"]
     listing = as_alice.get("/api/documents", params={"state": "failed"}).json()
     assert listing["total"] == 1
-    as_bob = _signed_in(browser_factory, bob)
+    as_bob = signed_in(browser_factory, bob)
     assert as_bob.get(f"/api/documents/{r.json()['id']}").status_code == 404
 
 
@@ -244,7 +223,7 @@ def test_upload_over_the_limit_is_413_and_stores_nothing(
     settings: Settings, runtime: Runtime, browser_factory: Any, alice: Account
 ) -> None:
     settings.ingest.max_upload_mb = 1
-    as_alice = _signed_in(browser_factory, alice)
+    as_alice = signed_in(browser_factory, alice)
     big = b"x" * (1024 * 1024 + 10)
     r = as_alice.post("/api/documents", files={"file": ("big.txt", big, "text/plain")})
     assert r.status_code == 413
@@ -260,8 +239,8 @@ def test_managing_grants_needs_manage_and_keeps_one_manager(
     runtime: Runtime, tmp_path: Path, browser_factory: Any, alice: Account, bob: Account
 ) -> None:
     doc_id = _document(runtime, tmp_path, owner="alice", grants=("user:bob",))
-    as_alice = _signed_in(browser_factory, alice)
-    as_bob = _signed_in(browser_factory, bob)
+    as_alice = signed_in(browser_factory, alice)
+    as_bob = signed_in(browser_factory, bob)
     grants_url = f"/api/documents/{doc_id}/grants"
     assert as_bob.post(grants_url, json={"principal": "everyone"}).status_code == 403
     r = as_alice.post(grants_url, json={"principal": "user:bob", "level": "manage"})
@@ -294,7 +273,7 @@ def test_admins_manage_but_do_not_read(
     runtime: Runtime, tmp_path: Path, browser_factory: Any, root: Account, bob: Account
 ) -> None:
     doc_id = _document(runtime, tmp_path, owner="bob", classification="internal")
-    as_root = _signed_in(browser_factory, root)
+    as_root = signed_in(browser_factory, root)
     for url in ("", "/download", "/chunks/0"):
         assert as_root.get(f"/api/documents/{doc_id}{url}").status_code == 404
     assert as_root.get("/api/documents").json()["total"] == 0
@@ -319,8 +298,8 @@ def test_admin_self_grant_on_confidential_needs_another_admin_once(
     bob: Account,
 ) -> None:
     doc_id = _document(runtime, tmp_path, owner="bob", classification="confidential")
-    as_root = _signed_in(browser_factory, root)
-    as_root2 = _signed_in(browser_factory, root2)
+    as_root = signed_in(browser_factory, root)
+    as_root2 = signed_in(browser_factory, root2)
     r = as_root.post(f"/api/documents/{doc_id}/grants", json={"principal": "everyone"})
     assert r.status_code == 202
     assert r.json()["status"] == "approval_required"
@@ -364,8 +343,8 @@ def test_rejected_and_expired_requests_grant_nothing(
     alice: Account,
 ) -> None:
     doc_id = _document(runtime, tmp_path, owner="bob", classification="personal")
-    as_root = _signed_in(browser_factory, root)
-    as_root2 = _signed_in(browser_factory, root2)
+    as_root = signed_in(browser_factory, root)
+    as_root2 = signed_in(browser_factory, root2)
     first = as_root.post(f"/api/documents/{doc_id}/grants", json={"principal": "user:root"}).json()[
         "approval"
     ]
@@ -386,7 +365,7 @@ def test_rejected_and_expired_requests_grant_nothing(
     )
     assert second.status_code == 201
     as_root.clock.advance(hours=settings.acl.approval_expiry_hours + 1)
-    as_root, as_root2 = (_signed_in(browser_factory, a) for a in (root, root2))  # sessions ended
+    as_root, as_root2 = (signed_in(browser_factory, a) for a in (root, root2))  # sessions ended
     r = as_root2.post(f"/api/admin/approvals/{second.json()['id']}/approve")
     assert r.status_code == 422
     assert "expired" in r.json()["message"]
@@ -395,7 +374,7 @@ def test_rejected_and_expired_requests_grant_nothing(
     assert as_root.get(f"/api/documents/{doc_id}").status_code == 404
     assert _audit(runtime, "acl.grant") == []
     # Approvals are for admins only.
-    as_alice = _signed_in(browser_factory, alice)
+    as_alice = signed_in(browser_factory, alice)
     assert as_alice.get("/api/admin/approvals").status_code == 403
     assert as_alice.post(f"/api/admin/approvals/{first['id']}/approve").status_code == 403
 
@@ -410,7 +389,7 @@ def test_granting_to_a_group_the_admin_is_in_is_a_self_grant(
         users.add_member(s, group_id=group.id, user_id=root.user.id, actor="operator:test")
         s.commit()
     doc_id = _document(runtime, tmp_path, owner="bob", classification="confidential")
-    as_root = _signed_in(browser_factory, root)
+    as_root = signed_in(browser_factory, root)
     r = as_root.post(f"/api/documents/{doc_id}/grants", json={"principal": "group:board"})
     assert r.status_code == 202
     # A group the admin is not in is an ordinary grant.

@@ -38,8 +38,6 @@ from tests.integration.test_auth_http import (  # noqa: F401
     test_first_sign_in_enrols_totp_then_changes_password,
 )
 from tests.integration.test_documents_http import (  # noqa: F401
-    bob,
-    root2,
     test_admin_self_grant_on_confidential_needs_another_admin_once,
     test_an_unreadable_document_is_not_found_on_every_route,
 )

@@ -31,21 +31,8 @@ from appliance.retention import service as retention
 from appliance.runtime import Runtime
 from models.fakes import FakeGenerator
 from tests.fixtures.app import inline_worker, submit
-from tests.fixtures.auth import Account, Browser, make_user
+from tests.fixtures.auth import Account, signed_in
 from tests.integration.test_retention import assert_gone
-
-
-@pytest.fixture
-def bob(runtime: Runtime) -> Account:
-    """Who receives transferred documents."""
-    with runtime.sessions() as session:
-        return make_user(session, runtime.crypto, username="bob")
-
-
-def _signed_in(browser_factory: Any, account: Account) -> Browser:
-    b: Browser = browser_factory()
-    b.sign_in(account)
-    return b
 
 
 def _doc(
@@ -90,14 +77,14 @@ def test_erasure_removes_everything_of_the_user(
         s.add(GroupMember(group_id=group.id, user_id=uid))
         s.add(RecoveryCode(user_id=uid, code_hash="x"))
         s.commit()
-    a = _signed_in(browser_factory, alice)
+    a = signed_in(browser_factory, alice)
     token = a.post("/api/auth/tokens", json={"name": "script", "scopes": ["read"], "days": 5})
     assert token.status_code == 201, token.text
     _ask(rt, uid, "What does the AliceOwn0Zq memo say about the travel portal?")
     assert rt.crypto.has_data_key(CHAT_KEY, uid)
     assert shared in _search(rt, [f"user:{uid}"])
 
-    admin = _signed_in(browser_factory, root)
+    admin = signed_in(browser_factory, root)
     r = admin.post(f"/api/admin/users/{uid}/erase", json={"documents": "delete"})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -147,7 +134,7 @@ def test_erasure_transfers_documents_and_respects_legal_hold(
     with rt.sessions() as s:
         retention.place_hold(session=s, doc_id=kept, actor="operator:test", now=utcnow())
         s.commit()
-    admin = _signed_in(browser_factory, root)
+    admin = signed_in(browser_factory, root)
     r = admin.post(f"/api/admin/users/{uid}/erase", json={"documents": "delete"})
     assert r.status_code == 403
     assert "legal hold" in r.json()["message"]
@@ -174,7 +161,7 @@ def test_erasure_refuses_self_and_the_last_admin(
     runtime: Runtime, browser_factory: Any, root: Account
 ) -> None:
     rt = runtime
-    admin = _signed_in(browser_factory, root)
+    admin = signed_in(browser_factory, root)
     r = admin.post(f"/api/admin/users/{root.user.id}/erase", json={"documents": "delete"})
     assert r.status_code == 403
     with rt.sessions() as s:
@@ -193,7 +180,7 @@ def test_export_is_the_users_own_data_without_secrets(
     uid = alice.user.id
     doc_id = _doc(rt, tmp_path, "AliceReport", owner="alice")
     _ask(rt, uid, "Where is the AliceReport travel portal memo?")
-    a = _signed_in(browser_factory, alice)
+    a = signed_in(browser_factory, alice)
     r = a.get("/api/me/export")
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/zip"
@@ -223,7 +210,7 @@ def test_export_is_the_users_own_data_without_secrets(
     assert b"password_hash" not in raw
     assert b"totp_secret" not in raw
 
-    admin = _signed_in(browser_factory, root)
+    admin = signed_in(browser_factory, root)
     r = admin.get(f"/api/admin/users/{uid}/export")
     assert r.status_code == 200
     assert a.get(f"/api/admin/users/{uid}/export").status_code == 403

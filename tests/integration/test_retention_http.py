@@ -7,7 +7,6 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from appliance.audit.tables import AuditEvent
@@ -16,27 +15,7 @@ from appliance.jobs.registry import run_job
 from appliance.retention.tables import LegalHold
 from appliance.runtime import Runtime
 from tests.fixtures.app import inline_worker, submit
-from tests.fixtures.auth import Account, Browser, Clock, make_user
-
-
-@pytest.fixture
-def bob(runtime: Runtime) -> Account:
-    """A second ordinary user."""
-    with runtime.sessions() as session:
-        return make_user(session, runtime.crypto, username="bob")
-
-
-@pytest.fixture
-def root2(runtime: Runtime) -> Account:
-    """A second admin."""
-    with runtime.sessions() as session:
-        return make_user(session, runtime.crypto, username="root2", role="admin")
-
-
-def _signed_in(browser_factory: Any, account: Account) -> Browser:
-    b: Browser = browser_factory()
-    b.sign_in(account)
-    return b
+from tests.fixtures.auth import Account, Browser, Clock, signed_in
 
 
 def _doc(
@@ -94,7 +73,7 @@ def test_retain_until_is_set_by_managers_and_admins(
 ) -> None:
     doc_id = _doc(runtime, tmp_path, "alices", owner="alice", grants=("user:bob",))
     stranger_id = _doc(runtime, tmp_path, "admins", owner="admin")
-    a, b, admin = (_signed_in(browser_factory, x) for x in (alice, bob, root))
+    a, b, admin = (signed_in(browser_factory, x) for x in (alice, bob, root))
     when = "2031-01-01T00:00:00Z"
     r = a.request("PUT", f"/api/documents/{doc_id}/retention", json={"retain_until": when})
     assert r.status_code == 200, r.text
@@ -124,7 +103,7 @@ def test_legal_hold_blocks_every_delete_and_lifting_needs_a_second_admin(
 ) -> None:
     rt = runtime
     doc_id = _doc(rt, tmp_path, "evidence", owner="alice")
-    a, admin, admin2 = (_signed_in(browser_factory, x) for x in (alice, root, root2))
+    a, admin, admin2 = (signed_in(browser_factory, x) for x in (alice, root, root2))
     assert a.post(f"/api/admin/documents/{doc_id}/legal-hold", json={}).status_code == 403
     r = admin.post(f"/api/admin/documents/{doc_id}/legal-hold", json={"reason": "case 7"})
     assert r.status_code == 200, r.text
@@ -180,7 +159,7 @@ def test_bulk_delete_waits_for_approval_and_skips_held(
     rt = runtime
     held = _doc(rt, tmp_path, "held", owner="admin")
     free = [_doc(rt, tmp_path, f"free{i}", owner="admin") for i in range(2)]
-    admin, admin2 = (_signed_in(browser_factory, x) for x in (root, root2))
+    admin, admin2 = (signed_in(browser_factory, x) for x in (root, root2))
     admin.post(f"/api/admin/documents/{held}/legal-hold", json={})
     r = admin.post("/api/admin/documents/bulk-delete", json={"doc_ids": [held, *free, "0" * 32]})
     assert r.status_code == 202, r.text

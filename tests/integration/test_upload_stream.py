@@ -22,16 +22,10 @@ from appliance.documents import upload
 from appliance.documents.tables import Document
 from appliance.errors import PayloadTooLarge
 from appliance.runtime import Runtime
-from tests.fixtures.auth import Account, Browser
+from tests.fixtures.auth import Account, Browser, signed_in
 
 BOUNDARY = "----appliance-test-boundary"
 MIB = 1024 * 1024
-
-
-def _signed_in(browser_factory: Any, account: Account) -> Browser:
-    b: Browser = browser_factory()
-    b.sign_in(account)
-    return b
 
 
 def _multipart(file_chunks: Iterator[bytes], sent: list[int]) -> Iterator[bytes]:
@@ -97,7 +91,7 @@ def test_a_chunked_upload_over_the_limit_is_refused_and_stores_nothing(
     settings: Settings, runtime: Runtime, browser_factory: Any, alice: Account
 ) -> None:
     settings.ingest.max_upload_mb = 1
-    as_alice = _signed_in(browser_factory, alice)
+    as_alice = signed_in(browser_factory, alice)
     sent = [0]
     r = _post_chunked(as_alice, _multipart(_text(8 * MIB), sent))
     assert r.status_code == 413
@@ -122,7 +116,7 @@ def test_a_large_upload_never_touches_the_temp_directory(
     # Where a spooled upload would roll over to disk.
     monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
-    as_alice = _signed_in(browser_factory, alice)
+    as_alice = signed_in(browser_factory, alice)
     sent = [0]
     r = _post_chunked(as_alice, _multipart(_text(3 * MIB), sent))
     assert r.status_code == 202, r.text
@@ -154,7 +148,7 @@ def test_a_large_upload_never_touches_the_temp_directory(
 def test_a_malformed_upload_gets_a_clear_error(
     browser_factory: Any, alice: Account, content_type: str, body: bytes, expected: str
 ) -> None:
-    as_alice = _signed_in(browser_factory, alice)
+    as_alice = signed_in(browser_factory, alice)
     r = as_alice.post("/api/documents", content=body, headers={"Content-Type": content_type})
     assert r.status_code == 422
     assert expected in r.json()["message"]
