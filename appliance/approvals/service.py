@@ -326,6 +326,12 @@ def approve(
     requester = session.get(User, req.requester_id)
     if requester is None:
         raise NotFound("The admin who made this request no longer exists.")
+    if not (requester.is_admin and requester.is_active):
+        # The action would run in their name: it needs an admin now, not when they asked.
+        raise PermissionDenied(
+            f"{requester.username} is no longer an active admin, so their request cannot run; "
+            "reject it."
+        )
     registered = _registry.get(req.kind)
     if registered is None:
         raise InvalidInput(

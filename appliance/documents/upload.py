@@ -60,6 +60,7 @@ class _Collector:
         self._value = b""
         self._out: BinaryIO | None = None
         self._count = 0
+        self.ended = False  # the closing boundary arrived: the body is complete
         self.error: Exception | None = None
 
     # -- headers of a part
@@ -125,6 +126,9 @@ class _Collector:
                 return
             self.fields.setdefault(self.part.name, []).append(value)
 
+    def on_end(self) -> None:
+        self.ended = True
+
     def close(self) -> None:
         if self._out is not None:
             self._out.close()
@@ -156,6 +160,7 @@ async def receive(
             "on_header_value",
             "on_header_end",
             "on_headers_finished",
+            "on_end",
         )
     }
     parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
@@ -171,6 +176,11 @@ async def receive(
         collector.close()
     if collector.error is not None:
         raise collector.error
+    if not collector.ended:
+        raise InvalidInput(
+            "The upload was cut off before its end (no closing multipart boundary); "
+            "send the file again."
+        )
     if collector.path is None:
         raise InvalidInput("Send the file as the multipart field 'file'.")
     return Received(collector.path, collector.filename, collector.size, collector.fields)

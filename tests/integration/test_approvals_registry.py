@@ -117,6 +117,25 @@ def test_a_failing_executor_leaves_the_request_pending(runtime: Runtime, calls: 
     assert len(calls.seen) == 1
 
 
+@pytest.mark.parametrize("change", ["demoted", "disabled"])
+def test_a_request_does_not_run_once_its_requester_is_no_longer_an_admin(
+    runtime: Runtime, calls: Calls, change: str
+) -> None:
+    ada, bea = _admins(runtime)
+    req_id = _request(runtime, ada)
+    with runtime.sessions() as s:
+        requester = s.get_one(User, ada)
+        if change == "demoted":
+            requester.role = "user"
+        else:
+            requester.is_active = False
+        s.commit()
+        with pytest.raises(PermissionDenied, match="no longer an active admin"):
+            approvals.approve(session=s, request_id=req_id, approver=s.get_one(User, bea), now=NOW)
+        assert approvals.get_request(s, req_id).status == PENDING
+    assert calls.seen == []
+
+
 def test_requester_cannot_approve_and_requests_expire(runtime: Runtime, calls: Calls) -> None:
     ada, bea = _admins(runtime)
     req_id = _request(runtime, ada)

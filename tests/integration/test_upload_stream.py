@@ -143,6 +143,12 @@ def test_a_large_upload_never_touches_the_temp_directory(
             f"everyone\r\n--{BOUNDARY}--\r\n".encode(),
             "field 'file'",
         ),
+        (
+            f"multipart/form-data; boundary={BOUNDARY}",
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.txt"'
+            "\r\n\r\nThe body stops in the middle of the fi".encode(),
+            "cut off",
+        ),
     ],
 )
 def test_a_malformed_upload_gets_a_clear_error(

@@ -108,7 +108,7 @@ async function openConversation(id) {
   errorBox.hidden = true;
   let conv;
   try {
-    conv = await api("GET", `/api/conversations/${id}`);
+    conv = await api("GET", `/api/conversations/${encodeURIComponent(id)}`);
   } catch (error) {
     if (error.status === 404) {
       newConversation();
