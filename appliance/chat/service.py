@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from appliance.auth.tables import User
@@ -23,13 +25,19 @@ def rate_answer(*, session: Session, user: User, message_id: int, rating: str | 
     conv = session.get(Conversation, message.conversation_id) if message is not None else None
     if message is None or conv is None or conv.owner_id != user.id or message.role != "assistant":
         raise NotFound(NO_SUCH_ANSWER)
-    row = session.get(Feedback, (message.id, user.id))
     if rating is None:
+        row = session.get(Feedback, (message.id, user.id))
         if row is not None:
             session.delete(row)
         return
-    if row is None:
-        session.add(Feedback(message_id=message.id, user_id=user.id, rating=rating))
-    else:
-        row.rating = rating
-        row.created_at = utcnow()
+    # One statement, so two ratings sent at once cannot both insert (a 500 on the second).
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    now = utcnow()
+    session.execute(
+        insert(Feedback)
+        .values(message_id=message.id, user_id=user.id, rating=rating, created_at=now)
+        .on_conflict_do_update(
+            index_elements=["message_id", "user_id"], set_={"rating": rating, "created_at": now}
+        )
+    )

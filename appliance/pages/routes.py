@@ -118,6 +118,17 @@ def admin_home() -> RedirectResponse:
     return RedirectResponse("/admin/users", status_code=303)
 
 
+def _tree_bytes(root: Path) -> int:
+    """Bytes in files under `root`; a file the engine removes meanwhile counts as 0."""
+    total = 0
+    for path in root.rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except OSError:
+            continue
+    return total
+
+
 def _system_status(request: Request, session: Session, rt: Runtime) -> dict[str, Any]:
     """What the system page shows that no API carries yet: index, queue, worker, models."""
     jobs = getattr(request.app.state, "jobs", None)
@@ -125,11 +136,7 @@ def _system_status(request: Request, session: Session, rt: Runtime) -> dict[str,
         session.execute(select(Document.state, func.count()).group_by(Document.state)).all()
     )
     index_dir: Path = rt.settings.index_dir
-    index_bytes = (
-        sum(f.stat().st_size for f in index_dir.rglob("*") if f.is_file())
-        if index_dir.is_dir()
-        else None
-    )
+    index_bytes = _tree_bytes(index_dir) if index_dir.is_dir() else None
     return {
         "worker": "running" if jobs is not None and jobs.alive() else "off",
         "index_backend": rt.settings.index.backend,

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import select
 
 from appliance import migrate
 from appliance.chat.retrieval import retrieve
@@ -92,3 +93,24 @@ def test_ingest_and_acl_filtered_retrieval_on_postgres(
     b.sign_in(alice)
     listing = b.get("/api/documents").json()
     assert listing["total"] == 1, listing
+
+
+def test_rating_an_answer_twice_keeps_one_row_on_postgres(runtime: Runtime) -> None:
+    from appliance.auth import service as users
+    from appliance.chat import service as chat_service
+    from appliance.chat.tables import Conversation, Feedback, Message
+
+    uid = add_user(runtime, "carol")
+    with runtime.sessions() as s:
+        conv = Conversation(owner_id=uid, title_ct=b"")
+        s.add(conv)
+        s.flush()
+        answer = Message(conversation_id=conv.id, role="assistant", content_ct=b"")
+        s.add(answer)
+        s.commit()
+        carol = users.get_user(s, uid)
+        for rating in ("helpful", "not_helpful"):  # the second is the upsert's update path
+            chat_service.rate_answer(session=s, user=carol, message_id=answer.id, rating=rating)
+            s.commit()
+        rows = s.execute(select(Feedback.rating)).scalars().all()
+    assert rows == ["not_helpful"]
