@@ -54,9 +54,14 @@ async def erase(
 
 @admin_router.get("/users/{user_id}/export", response_class=Response, responses=ZIP)
 def admin_export(user_id: str, admin: AdminUser, rt: RuntimeDep, now: NowDep) -> Response:
-    """A zip of a user's own data (right of access): profile, conversations, owned
-    documents' metadata, feedback, and the audit events they did. Audited."""
-    data = privacy.export_user(rt=rt, user_id=user_id, actor=admin.principal, now=now)
+    """A zip of a user's data (right of access) as an admin may see it: profile, owned
+    documents' metadata, feedback, the audit events they did, and their conversations'
+    dates and sizes. Conversation text, cited passages and document titles are left out:
+    admins manage, they do not read. The user downloads the whole archive from
+    GET /api/me/export (or an operator runs `appliance users export`). Audited."""
+    data = privacy.export_user(
+        rt=rt, user_id=user_id, actor=admin.principal, now=now, include_content=False
+    )
     return _zip(data, f"user-{user_id}.zip")
 
 

@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from appliance.audit import service as audit
 from appliance.audit.tables import AuditEvent
@@ -26,7 +26,7 @@ from appliance.auth import service as users
 from appliance.auth import sessions as auth_sessions
 from appliance.auth import throttle
 from appliance.auth.tables import ApiToken, AuthSession, Group, GroupMember, RecoveryCode, User
-from appliance.chat.tables import CHAT_KEY, Conversation, Feedback
+from appliance.chat.tables import CHAT_KEY, Conversation, Feedback, Message
 from appliance.documents import service as docs
 from appliance.documents.tables import DELETING, Document, DocumentGrant
 from appliance.errors import InvalidInput, PermissionDenied
@@ -241,12 +241,19 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def export_user(*, rt: Runtime, user_id: str, actor: str, now: dt.datetime) -> bytes:
+def export_user(
+    *, rt: Runtime, user_id: str, actor: str, now: dt.datetime, include_content: bool = True
+) -> bytes:
     """A zip of the user's own data (no secrets or hashes); audited.
 
     profile.json, conversations.json (decrypted, sources re-checked as in the app),
     documents.json (metadata of the documents they own; the files themselves are
     downloaded from the library), feedback.json, audit.json (events they did).
+
+    With ``include_content=False`` (an admin's export: admins manage, they do not read,
+    DESIGN.md invariant 4) the archive leaves out what only the user may read: the
+    conversations' text, titles and cited passages, and their documents' titles and
+    filenames. The user downloads the whole archive themselves; so can an operator.
     """
     from appliance.chat import pipeline
 
@@ -293,10 +300,25 @@ def export_user(*, rt: Runtime, user_id: str, actor: str, now: dt.datetime) -> b
                 ).scalars()
             ],
         }
-        conversations = [
-            pipeline.show_conversation(rt, session, user, c["id"])
-            for c in pipeline.list_conversations(rt, session, user)
-        ]
+        if include_content:
+            conversations = [
+                pipeline.show_conversation(rt, session, user, c["id"])
+                for c in pipeline.list_conversations(rt, session, user)
+            ]
+        else:
+            conversations = [
+                {
+                    "id": conv.id,
+                    "created_at": _iso(conv.created_at),
+                    "updated_at": _iso(conv.updated_at),
+                    "messages": session.scalar(
+                        select(func.count()).where(Message.conversation_id == conv.id)
+                    ),
+                }
+                for conv in session.execute(
+                    select(Conversation).where(Conversation.owner_id == user.id)
+                ).scalars()
+            ]
         owned = []
         for d in session.execute(
             select(Document).where(Document.owner_id == user.id, Document.state != DELETING)
@@ -304,8 +326,8 @@ def export_user(*, rt: Runtime, user_id: str, actor: str, now: dt.datetime) -> b
             owned.append(
                 {
                     "id": d.id,
-                    "filename": docs.filename_of(rt.crypto, d),
-                    "title": docs.title_of(rt.crypto, d),
+                    "filename": docs.filename_of(rt.crypto, d) if include_content else None,
+                    "title": docs.title_of(rt.crypto, d) if include_content else None,
                     "classification": d.classification,
                     "state": d.state,
                     "size_bytes": d.size_bytes,
@@ -348,7 +370,11 @@ def export_user(*, rt: Runtime, user_id: str, actor: str, now: dt.datetime) -> b
             actor=actor,
             action="user.export",
             target=f"user:{user.id}",
-            details={"conversations": len(conversations), "documents": len(owned)},
+            details={
+                "conversations": len(conversations),
+                "documents": len(owned),
+                "content": include_content,
+            },
         )
         session.commit()
     buffer = io.BytesIO()
@@ -366,6 +392,14 @@ def export_user(*, rt: Runtime, user_id: str, actor: str, now: dt.datetime) -> b
             "README.txt",
             f"Data of user {user.username} ({user.id}), exported {now.isoformat()}.\n"
             "documents.json lists the documents you own; download the files themselves "
-            "from the library.\n",
+            "from the library.\n"
+            + (
+                ""
+                if include_content
+                else "An administrator prepared this archive, so it leaves out what only you "
+                "may read: conversation text and titles, cited passages, document titles and "
+                "filenames. Download the complete archive yourself (Account page, or "
+                "GET /api/me/export).\n"
+            ),
         )
     return buffer.getvalue()

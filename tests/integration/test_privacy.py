@@ -213,6 +213,14 @@ def test_export_is_the_users_own_data_without_secrets(
     admin = signed_in(browser_factory, root)
     r = admin.get(f"/api/admin/users/{uid}/export")
     assert r.status_code == 200
+    # Admins manage, they do not read: no conversation text, passage or document title.
+    admin_archive = zipfile.ZipFile(io.BytesIO(r.content))
+    admin_raw = b"".join(admin_archive.read(n) for n in admin_archive.namelist())
+    assert b"AliceReport" not in admin_raw
+    assert b"travel portal" not in admin_raw
+    (conv,) = json.loads(admin_archive.read("conversations.json"))
+    assert conv["messages"] == 2
+    assert [d["id"] for d in json.loads(admin_archive.read("documents.json"))] == [doc_id]
     assert a.get(f"/api/admin/users/{uid}/export").status_code == 403
     with rt.sessions() as s:
         exports = s.execute(select(AuditEvent).where(AuditEvent.action == "user.export")).scalars()
