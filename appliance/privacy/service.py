@@ -137,6 +137,17 @@ def erase_user(
     index = rt.index()
     principal = f"user:{user.id}"
 
+    # 0. No more requests from them: disable, end sessions, drop tokens (an erasure takes a
+    # while, and an upload or question meanwhile would leave data behind).
+    with rt.sessions() as session:
+        row = session.get_one(User, user.id)
+        row.is_active = False
+        report.sessions_ended = auth_sessions.end_all(session, user_id=user.id)
+        report.tokens_deleted = _rowcount(
+            session.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
+        )
+        session.commit()
+
     # 1. Documents they own: deleted through the deletion path, or given to the target.
     with rt.sessions() as session:
         owned = list(
@@ -213,9 +224,20 @@ def erase_user(
     # 4. Access and second factor, memberships, then the account.
     with rt.sessions() as session:
         row = session.get_one(User, user.id)
-        report.sessions_ended = auth_sessions.end_all(session, user_id=user.id)
-        report.tokens_deleted = _rowcount(
+        late = session.scalar(select(func.count()).where(Document.owner_id == user.id))
+        if late:
+            # A request that was already running when step 0 ended their access.
+            raise InvalidInput(
+                f"{late} document(s) of {row.username} arrived while erasing; run the "
+                "erasure again to finish (it picks up where it stopped)."
+            )
+        report.sessions_ended += auth_sessions.end_all(session, user_id=user.id)
+        report.tokens_deleted += _rowcount(
             session.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
+        )
+        # A question already running at step 0 may have stored a turn (and made a new key).
+        report.conversations_deleted += _rowcount(
+            session.execute(delete(Conversation).where(Conversation.owner_id == user.id))
         )
         report.recovery_codes_deleted = _rowcount(
             session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
@@ -231,6 +253,7 @@ def erase_user(
             session, actor=by, action="user.erase", target=principal, details=report.counts()
         )
         session.commit()
+    rt.crypto.delete_data_key(CHAT_KEY, user.id)
     return report
 
 

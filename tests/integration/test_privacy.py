@@ -25,7 +25,7 @@ from appliance.chat import pipeline
 from appliance.chat.tables import CHAT_KEY, Conversation
 from appliance.db import utcnow
 from appliance.documents.tables import Document, DocumentGrant
-from appliance.errors import PermissionDenied
+from appliance.errors import InvalidInput, PermissionDenied
 from appliance.privacy import service as privacy
 from appliance.retention import service as retention
 from appliance.runtime import Runtime
@@ -262,3 +262,43 @@ def test_an_interrupted_erasure_is_finished_by_running_it_again(
     for i, doc_id in enumerate(docs_of_alice):
         assert_gone(rt, doc_id, f"Interrupted{i}Zq")
     assert not rt.crypto.has_data_key(CHAT_KEY, uid)
+
+
+def test_erasure_ends_access_first_and_catches_what_arrives_meanwhile(
+    runtime: Runtime, tmp_path: Path, alice: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = runtime
+    uid = alice.user.id
+    _ask(rt, uid, "Anything about the travel portal?")
+    real = rt.crypto.delete_data_key
+    seen: dict[str, object] = {}
+
+    def meanwhile(kind: str, owner: str) -> None:
+        real(kind, owner)
+        if kind == CHAT_KEY and "late" not in seen:
+            with rt.sessions() as s:  # access already ended when the chat key goes
+                seen["active"] = s.get_one(User, uid).is_active
+            # An upload and a question that were past their checks when access ended.
+            seen["late"] = submit(rt, _late_file(tmp_path), owner="alice")
+            with rt.sessions() as s:
+                s.add(Conversation(owner_id=uid, title_ct=b""))
+                s.commit()
+
+    monkeypatch.setattr(rt.crypto, "delete_data_key", meanwhile)
+    with pytest.raises(InvalidInput, match="arrived while erasing"):
+        privacy.erase_user(rt=rt, user_id=uid, documents="delete", actor="operator:t", now=utcnow())
+    assert seen["active"] is False
+    report = privacy.erase_user(
+        rt=rt, user_id=uid, documents="delete", actor="operator:t", now=utcnow()
+    )
+    assert seen["late"] in report.documents_deleted
+    with rt.sessions() as s:
+        assert s.get(User, uid) is None
+        assert s.execute(select(Conversation).where(Conversation.owner_id == uid)).first() is None
+    assert not rt.crypto.has_data_key(CHAT_KEY, uid)
+
+
+def _late_file(tmp_path: Path) -> Path:
+    path = tmp_path / "late.md"
+    path.write_text("# Late\n\nUploaded while the account was being erased.\n")
+    return path
