@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from appliance.acl import service as acl
 from appliance.approvals import service as approvals
-from appliance.approvals.tables import ApprovalRequest
+from appliance.approvals.schemas import ApprovalRequestOut, approval_out
 from appliance.audit import service as audit
 from appliance.auth import service as users
 from appliance.auth.tables import User
@@ -38,7 +38,6 @@ from appliance.deps import (
 from appliance.documents import service as docs
 from appliance.documents.schemas import (
     ApprovalIn,
-    ApprovalOut,
     ChangeOut,
     Classification,
     ClassifyIn,
@@ -103,25 +102,6 @@ def _grants_out(session: Session, doc_id: str) -> list[GrantOut]:
     ]
 
 
-def _approval_out(session: Session, req: ApprovalRequest) -> ApprovalOut:
-    requester = session.get(User, req.requester_id)
-    decider = session.get(User, req.decided_by) if req.decided_by else None
-    return ApprovalOut(
-        id=req.id,
-        doc_id=req.doc_id,
-        kind=req.kind,
-        params=approvals.params_of(req),
-        reason=req.reason,
-        requester=requester.username if requester else req.requester_id,
-        status=req.status,
-        created_at=req.created_at,
-        expires_at=req.expires_at,
-        decided_by=decider.username if decider else req.decided_by,
-        decided_at=req.decided_at,
-        executed_at=req.executed_at,
-    )
-
-
 def _get(session: Session, doc_id: str) -> Document:
     doc = session.get(Document, doc_id)
     if doc is None or doc.state == DELETING:
@@ -159,7 +139,7 @@ def _change(
 ) -> ChangeOut:
     if held is not None:
         response.status_code = 202
-        return ChangeOut(status="approval_required", approval=_approval_out(session, held.request))
+        return ChangeOut(status="approval_required", approval=approval_out(session, held.request))
     return ChangeOut(status="done" if changed else "unchanged", grants=_grants_out(session, doc_id))
 
 
@@ -517,7 +497,7 @@ def delete_document(doc_id: str, user: CurrentUser, session: SessionDep, rt: Run
 @approvals_router.post("", status_code=201)
 def create_approval(
     body: ApprovalIn, admin: AdminUser, session: SessionDep, rt: RuntimeDep, now: NowDep
-) -> ApprovalOut:
+) -> ApprovalRequestOut:
     """Ask a second admin to approve a grant or a classification change on a document."""
     doc = _managed(session, admin, body.doc_id)
     params: dict[str, Any]
@@ -543,7 +523,7 @@ def create_approval(
         reason=body.reason,
     )
     session.commit()
-    return _approval_out(session, req)
+    return approval_out(session, req, crypto=rt.crypto)
 
 
 router.include_router(approvals_router)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from appliance.approvals.schemas import ApprovalRequestOut
 
 Level = Literal["read", "manage"]
 Classification = Literal["public", "internal", "confidential", "personal"]
@@ -71,29 +73,12 @@ class GrantOut(BaseModel):
     created_at: dt.datetime
 
 
-class ApprovalOut(BaseModel):
-    """An action held for a second admin's approval."""
-
-    id: str
-    doc_id: str | None
-    kind: str
-    params: dict[str, Any]
-    reason: str | None
-    requester: str
-    status: str
-    created_at: dt.datetime
-    expires_at: dt.datetime
-    decided_by: str | None
-    decided_at: dt.datetime | None
-    executed_at: dt.datetime | None
-
-
 class ChangeOut(BaseModel):
     """The outcome of an access change: done, unchanged, or held for approval."""
 
     status: Literal["done", "unchanged", "approval_required"]
     grants: list[GrantOut] = Field(default_factory=list)
-    approval: ApprovalOut | None = None
+    approval: ApprovalRequestOut | None = None
 
 
 class ClassifyIn(BaseModel):
