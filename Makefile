@@ -85,7 +85,7 @@ $(ASTAMP): ansible/requirements.txt
 	$(AVENV)/bin/pip install --quiet -r ansible/requirements.txt
 	touch $(ASTAMP)
 
-$(BUNDLE_STAMP): ansible/bundle.sh ansible/bundle-constraints.txt pyproject.toml requirements/models.txt $(wildcard $(shell git ls-files appliance models ingest web packages/en_core_web_sm 2>/dev/null))
+$(BUNDLE_STAMP): ansible/bundle.sh ansible/bundle-constraints.txt ansible/os-packages.sh ansible/rootfs.sh ansible/build-python.sh pyproject.toml requirements/models.txt $(wildcard $(shell git ls-files appliance models ingest web packages/en_core_web_sm 2>/dev/null))
 	ansible/bundle.sh build/bundle
 	touch $(BUNDLE_STAMP)
 

