@@ -4,10 +4,13 @@
 build/os/; no Python in it); the playbook provisions it through the chroot connection with
 the offline bundle from `make bundle`, inside a network namespace with no network at all:
 Python, nginx, nftables and the rest must come from the bundle (the tree's own apt sources
-still name the distribution's mirror, which cannot be reached). Then the appliance and nginx are started inside it and checked through
-nginx over TLS (health, sign-in with the vaulted password, upload limit, redirect, HSTS),
-the nftables ruleset is loaded into a throwaway network namespace (never this machine's)
-and probed, and a second run must change nothing. Secrets are made here, at test time.
+still name the distribution's mirror, which cannot be reached). The firewall role applies
+its rules there too. Then the appliance and nginx are started inside the tree and checked
+through nginx over TLS (health, sign-in with the vaulted password, upload limit, redirect,
+HSTS; Debian's run with a generated CA, Ubuntu's with a customer's certificate), the
+rendered nftables ruleset is loaded into throwaway network namespaces (never this
+machine's) and probed, and a second run must change nothing. Secrets are made here, at
+test time.
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ class Target:
 
     os: str
     rootfs: Path
+    netns: str
+    ca_file: Path
+    customer_cert: bool
     inventory: Path
     vault_pass_file: Path
     admin_password: str
@@ -92,12 +98,19 @@ def _ansible_env() -> dict[str, str]:
     }
 
 
-def _playbook(target_inventory: Path, vault_pass_file: Path) -> subprocess.CompletedProcess[str]:
-    """ansible-playbook in a new network namespace: no interface but a loopback that is down."""
+def _playbook(
+    netns: str, target_inventory: Path, vault_pass_file: Path
+) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook inside NETNS: a namespace with no interface but a loopback that is down.
+
+    The chroot runs in it too, so the firewall role's `nft -f` loads its rules there.
+    """
     return _run(
         [
-            "unshare",
-            "--net",
+            "ip",
+            "netns",
+            "exec",
+            netns,
             str(ANSIBLE_BIN / "ansible-playbook"),
             "-v",
             "-i",
@@ -185,8 +198,44 @@ def _vault_encrypt(vault_pass_file: Path, path: Path) -> None:
     )
 
 
-def _write_inventory(app_port: int, vault_pass_file: Path) -> tuple[Path, str, list[str]]:
-    """Inventory, group_vars and vaulted secrets for this run; returns the secrets."""
+def _customer_certificate(files: Path, vault_pass_file: Path) -> tuple[Path, Path, Path, str]:
+    """A CA of "the customer's" and a server certificate it signed; the key goes into the vault.
+
+    Returns the CA certificate, the server certificate, the vaulted key and the key's text.
+    """
+    ca_key, ca_crt = files / "customer-ca.key", files / "customer-ca.crt"
+    key, csr, crt = files / "server.key", files / "server.csr", files / "server.crt"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _must(
+        ["openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca_crt)]
+        + ["-subj", "/CN=Customer Test CA", "-days", "30"]
+        + ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=keyCertSign"]
+    )
+    _must(["openssl", "req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost"])
+    ext = files / "server.ext"
+    ext.write_text(
+        f"subjectAltName=DNS:{SERVER_NAME},IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+    )
+    _must(
+        ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key)]
+        + ["-CAcreateserial", "-out", str(crt), "-days", "30", "-extfile", str(ext)]
+    )
+    key_text = key.read_text()
+    vaulted = files / "server.key.vault"
+    key.rename(vaulted)
+    _vault_encrypt(vault_pass_file, vaulted)
+    ca_key.unlink()
+    return ca_crt, crt, vaulted, key_text
+
+
+def _write_inventory(
+    app_port: int, vault_pass_file: Path, customer_cert: bool
+) -> tuple[Path, str, list[str], Path | None]:
+    """Inventory, group_vars and vaulted secrets for this run.
+
+    Returns the inventory, the admin password, the secrets and the customer CA (if any).
+    """
     inv = WORK / "inventory"
     gv = inv / "group_vars" / "appliance"
     gv.mkdir(parents=True)
@@ -239,20 +288,32 @@ def _write_inventory(app_port: int, vault_pass_file: Path) -> tuple[Path, str, l
         "proxy_service_start": False,
         "firewall_allowed_networks": [ALLOWED_NET],
         "firewall_https_port": HTTPS_PORT,
-        "firewall_apply": False,
+        "firewall_apply": True,  # into the playbook's own network namespace
     }
+    customer_ca = None
+    if customer_cert:
+        customer_ca, crt, vaulted_key, key_text = _customer_certificate(files, vault_pass_file)
+        settings["proxy_tls_cert_src"] = str(crt)
+        settings["proxy_tls_key_src"] = str(vaulted_key)
     (gv / "main.yml").write_text("---\n" + json.dumps(settings, indent=2) + "\n")
     # Key bytes as they appear in the key file (base64) and as raw base64 of the bytes.
     key_texts = key_values + [
         base64.b64encode(base64.urlsafe_b64decode(v + "==")).decode() for v in key_values
     ]
-    return inv, admin_password, key_texts
+    secret_texts = key_texts
+    if customer_cert:
+        body = "".join(line for line in key_text.splitlines() if "-----" not in line)
+        secret_texts = [*key_texts, body[:40], body[-40:]]
+    return inv, admin_password, secret_texts, customer_ca
 
 
 @pytest.fixture(scope="module", params=TARGETS)
 def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     """Provision a fresh rootfs of each OS once; clean up whatever happens."""
     os_name: str = request.param
+    # Ubuntu's run brings the customer's certificate; Debian's makes an internal CA.
+    customer_cert = os_name == "ubuntu-24.04"
+    netns = f"appl-play-{os.getpid() % 100000}"
     if os.geteuid() != 0:
         pytest.fail("the Ansible test needs root (debootstrap, chroot, mounts, namespaces)")
     for port in (HTTP_PORT, HTTPS_PORT):
@@ -260,6 +321,8 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     BUILD.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
+    _run(["ip", "netns", "del", netns])
+    _must(["ip", "netns", "add", netns])
     try:
         _make_rootfs(os_name)
         vault_pass_file = WORK / "vault-pass"
@@ -267,14 +330,19 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
         vault_pass_file.write_text(vault_pass + "\n")
         vault_pass_file.chmod(0o600)
         app_port = _free_port()
-        inventory, admin_password, key_texts = _write_inventory(app_port, vault_pass_file)
+        inventory, admin_password, key_texts, customer_ca = _write_inventory(
+            app_port, vault_pass_file, customer_cert
+        )
         started = time.monotonic()
-        first = _playbook(inventory, vault_pass_file)
+        first = _playbook(netns, inventory, vault_pass_file)
         seconds = time.monotonic() - started
         (BUILD / f"first-run-{os_name}.log").write_text(first.stdout + first.stderr)
         yield Target(
             os=os_name,
             rootfs=ROOTFS,
+            netns=netns,
+            ca_file=customer_ca or ROOTFS / "etc/appliance-ca/ca.crt",
+            customer_cert=customer_cert,
             inventory=inventory,
             vault_pass_file=vault_pass_file,
             admin_password=admin_password,
@@ -285,6 +353,7 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
         )
     finally:
         _remove_rootfs()
+        _run(["ip", "netns", "del", netns])
         shutil.rmtree(WORK, ignore_errors=True)  # the throwaway vault password goes too
 
 
@@ -424,8 +493,8 @@ def running(target: Target) -> Iterator[Target]:
             time.sleep(0.2)
 
 
-def _tls_client(rootfs: Path, **kw: object) -> httpx.Client:
-    context = ssl.create_default_context(cafile=str(rootfs / "etc/appliance-ca/ca.crt"))
+def _tls_client(target: Target, **kw: object) -> httpx.Client:
+    context = ssl.create_default_context(cafile=str(target.ca_file))
     return httpx.Client(
         base_url=f"https://{SERVER_NAME}:{HTTPS_PORT}",
         verify=context,
@@ -435,7 +504,7 @@ def _tls_client(rootfs: Path, **kw: object) -> httpx.Client:
 
 
 def test_healthz_through_nginx_over_tls(running: Target) -> None:
-    with _tls_client(running.rootfs) as client:
+    with _tls_client(running) as client:
         r = client.get("/healthz")
         assert r.status_code == 200, r.text
         assert r.headers.get_list("strict-transport-security") == [
@@ -450,7 +519,7 @@ def test_healthz_through_nginx_over_tls(running: Target) -> None:
 
 
 def test_tls_below_1_2_is_refused(running: Target) -> None:
-    context = ssl.create_default_context(cafile=str(running.rootfs / "etc/appliance-ca/ca.crt"))
+    context = ssl.create_default_context(cafile=str(running.ca_file))
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.maximum_version = ssl.TLSVersion.TLSv1_2
     with httpx.Client(verify=context, timeout=10) as client:
@@ -475,14 +544,14 @@ def test_http_redirects_to_https(running: Target) -> None:
 
 
 def test_upload_limit_matches_the_appliance_setting(running: Target) -> None:
-    with _tls_client(running.rootfs) as client:
+    with _tls_client(running) as client:
         r = client.post("/api/documents", content=b"x" * (4 * 1024 * 1024))
         assert r.status_code == 413
 
 
 def test_first_admin_signs_in_with_the_vaulted_password(running: Target) -> None:
     origin = f"https://{SERVER_NAME}:{HTTPS_PORT}"
-    with _tls_client(running.rootfs) as client:
+    with _tls_client(running) as client:
         csrf = client.get("/api/auth/csrf").json()["csrf_token"]
         headers = {"Origin": origin, "X-CSRF-Token": csrf}
         r = client.post(
@@ -636,10 +705,31 @@ def test_firewall_in_a_throwaway_network_namespace(target: Target) -> None:
         _run(["ip", "netns", "del", cli])
 
 
+def test_firewall_rules_were_loaded(target: Target) -> None:
+    """firewall_apply: the rules are live in the namespace the playbook ran in."""
+    ruleset = _must(["ip", "netns", "exec", target.netns, "nft", "list", "ruleset"]).stdout
+    assert "table inet appliance" in ruleset
+    assert "policy drop" in ruleset
+    assert f"tcp dport {HTTPS_PORT}" in ruleset
+
+
+def test_certificate_in_use(running: Target) -> None:
+    """Ubuntu's run serves the customer's certificate (no internal CA); Debian's a generated one."""
+    internal_ca = running.rootfs / "etc/appliance-ca"
+    assert internal_ca.exists() != running.customer_cert
+    pem = ssl.get_server_certificate(("127.0.0.1", HTTPS_PORT))
+    served = ssl.PEM_cert_to_DER_cert(pem)
+    installed = ssl.PEM_cert_to_DER_cert((running.rootfs / "etc/nginx/tls/server.crt").read_text())
+    assert served == installed
+    key = running.rootfs / "etc/nginx/tls/server.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert "ANSIBLE_VAULT" not in key.read_text()
+
+
 def test_second_run_changes_nothing(target: Target) -> None:
     assert target.first_run.returncode == 0, "provisioning failed"
     started = time.monotonic()
-    second = _playbook(target.inventory, target.vault_pass_file)
+    second = _playbook(target.netns, target.inventory, target.vault_pass_file)
     out = second.stdout + second.stderr
     (BUILD / f"second-run-{target.os}.log").write_text(out)
     assert second.returncode == 0, out[-6000:]
