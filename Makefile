@@ -75,7 +75,7 @@ bench: setup ## Benchmarks (JSON on stdout; not tests)
 	$(PY) bench/generate.py
 	$(PY) bench/crypto.py
 
-# -- Ansible: offline bundle and the playbook against a fresh Debian 12 (ansible/README.md) --
+# -- Ansible: offline bundle and the playbook against fresh Debian 12 / Ubuntu 24.04 (ansible/README.md) --
 AVENV := .venv-ansible
 ASTAMP := $(AVENV)/.setup-done
 BUNDLE_STAMP := build/bundle/.done
@@ -89,9 +89,9 @@ $(BUNDLE_STAMP): ansible/bundle.sh ansible/bundle-constraints.txt ansible/os-pac
 	ansible/bundle.sh build/bundle
 	touch $(BUNDLE_STAMP)
 
-bundle: $(BUNDLE_STAMP) ## Offline bundle for servers without internet (build/bundle/*.tar)
+bundle: $(BUNDLE_STAMP) ## Offline bundle for servers without internet (build/bundle/*.tar; root)
 
-ansible-test: setup $(ASTAMP) $(BUNDLE_STAMP) ## Lint the playbook, run it twice on a fresh Debian 12 chroot (root)
+ansible-test: setup $(ASTAMP) $(BUNDLE_STAMP) ## Lint the playbook, run it on fresh Debian 12 and Ubuntu 24.04 chroots, offline (root)
 	cd ansible && ../$(AVENV)/bin/yamllint --strict .
 	cd ansible && ../$(AVENV)/bin/ansible-lint --profile production --offline
 	APPLIANCE_ANSIBLE_TEST=1 $(VENV)/bin/pytest -q -s -p no:cacheprovider tests/ansible $(PYTEST_ARGS)

@@ -14,6 +14,12 @@
 # Output: OUT_DIR/appliance-bundle-<version>-<id>.tar and a .sha256 file beside it,
 # <id> being the first 12 hex digits of the sha256 of SHA256SUMS (same inputs, same id).
 set -euo pipefail
+case ${1:-} in
+  -h | --help)
+    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+esac
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${1:-$ROOT/build/bundle}
