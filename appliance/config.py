@@ -302,12 +302,15 @@ class ApprovalSettings(_Section):
             "lift_legal_hold",
             "bulk_delete",
             "audit_export",
+            "shorten_retention",
         ],
         description=(
             "Kinds of action held for a second admin: self_grant_confidential (an admin giving "
             "themselves read on a confidential or personal document), make_admin, "
             "lift_legal_hold, bulk_delete, audit_export (through the API; the operator's CLI "
-            "exports directly). Remove a kind to let one admin do it alone (still audited)."
+            "exports directly), shorten_retention (an admin override that keeps anything, the "
+            "audit log included, for less time than before; the operator's CLI sets directly). "
+            "Remove a kind to let one admin do it alone (still audited)."
         ),
     )
     expiry_hours: int | None = Field(

@@ -123,13 +123,38 @@ def get_policy(session: SessionDep, rt: RuntimeDep) -> PolicyOut:
     return _policy_out(session, rt)
 
 
-@admin_router.put("/retention")
+@admin_router.put("/retention", responses={202: {"model": ApprovalPendingOut}})
 def put_policy(
-    body: PolicyIn, admin: AdminUser, session: SessionDep, rt: RuntimeDep, now: NowDep
-) -> PolicyOut:
+    body: PolicyIn,
+    admin: AdminUser,
+    session: SessionDep,
+    rt: RuntimeDep,
+    now: NowDep,
+    response: Response,
+) -> Any:
     """Override retention policies (days; 0 or null keeps forever) or reset them to the
     settings file. Audited with the values before and after. The retention job applies
-    them at its next run (`appliance jobs run retention` runs it now)."""
+    them at its next run (`appliance jobs run retention` runs it now).
+
+    A change that keeps anything for less time than before (the audit log above all)
+    answers 202 with an approval request when `approvals.required` lists
+    shorten_retention (the default); it applies, as asked, when a second admin approves."""
+    shorter = retention.shortened(
+        session=session, settings=rt.settings, changes=body.set, reset=body.reset
+    )
+    if shorter and approvals.needs_approval(rt.settings, approvals.SHORTEN_RETENTION):
+        req = approvals.request(
+            session=session,
+            kind=approvals.SHORTEN_RETENTION,
+            params={"set": body.set, "reset": sorted(body.reset)},
+            requester=admin,
+            now=now,
+            expiry_hours=approvals.expiry_hours(rt.settings),
+            target="retention:" + ",".join(shorter),
+        )
+        session.commit()
+        response.status_code = 202
+        return ApprovalPendingOut(approval_id=req.id, kind=req.kind)
     retention.set_policy(
         session=session,
         settings=rt.settings,

@@ -124,6 +124,24 @@ def set_policy(
     return after
 
 
+def _keeps_less(before: int | None, after: int | None) -> bool:
+    """Whether AFTER keeps for less time than BEFORE (None keeps forever)."""
+    if after is None:
+        return False
+    return before is None or after < before
+
+
+def shortened(
+    *, session: Session, settings: Settings, changes: dict[str, int | None], reset: list[str]
+) -> list[str]:
+    """The policies this change would make keep things for less time (checked input)."""
+    checked = {k: _check_value(k, v) for k, v in changes.items()}
+    for key in reset:
+        checked[key] = _check_value(key, getattr(settings.retention, key))
+    before = effective_policy(session, settings)
+    return sorted(k for k, v in checked.items() if _keeps_less(before[k], v))
+
+
 # -- legal hold and retain-until -----------------------------------------------------------
 
 
@@ -521,11 +539,31 @@ def _bulk_delete_approved(
     )
 
 
+def _set_policy_approved(
+    session: Session, params: dict[str, Any], approver: Any, now: dt.datetime
+) -> None:
+    """Executor of an approved shorten_retention request: the change as it was asked."""
+    from appliance.approvals import service as approvals
+
+    ctx = approvals.current()
+    if ctx.runtime is None:
+        raise InvalidInput("Approving a retention change needs the running appliance.")
+    set_policy(
+        session=session,
+        settings=ctx.runtime.settings,
+        changes=dict(params["set"]),
+        reset=list(params["reset"]),
+        actor=ctx.requester.principal,
+        now=now,
+    )
+
+
 def _register() -> None:
     from appliance.approvals import service as approvals
 
     approvals.register(approvals.LIFT_LEGAL_HOLD, _lift_hold_approved)
     approvals.register(approvals.BULK_DELETE, _bulk_delete_approved)
+    approvals.register(approvals.SHORTEN_RETENTION, _set_policy_approved)
 
 
 _register()

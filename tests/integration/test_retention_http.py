@@ -36,6 +36,7 @@ def _exists(rt: Runtime, doc_id: str) -> bool:
 def test_policies_are_for_admins_and_audited(
     admin_browser: Browser, user_browser: Browser, runtime: Runtime
 ) -> None:
+    runtime.settings.approvals.required = []  # shortening alone: see the next test
     assert user_browser.get("/api/admin/retention").status_code == 403
     r = admin_browser.get("/api/admin/retention")
     assert r.status_code == 200
@@ -61,6 +62,55 @@ def test_policies_are_for_admins_and_audited(
             select(AuditEvent).where(AuditEvent.action == "retention.policy")
         ).scalars()
         assert len(list(events)) == 2
+
+
+def test_shortening_retention_waits_for_a_second_admin(
+    runtime: Runtime, browser_factory: Any, root: Account, root2: Account
+) -> None:
+    """One admin cannot cut the audit log (or any retention) short alone."""
+    url = "/api/admin/retention"
+    admin, admin2 = (signed_in(browser_factory, x) for x in (root, root2))
+    r = admin.request("PUT", url, json={"set": {"audit_log_days": 3650}})  # longer: at once
+    assert r.status_code == 200, r.text
+    assert r.json()["effective"]["audit_log_days"] == 3650
+
+    for change in (
+        {"set": {"audit_log_days": 1}},
+        {"set": {"internal_days": 30}},  # from forever
+        {"set": {"audit_log_days": 3650, "public_days": 1}},  # one shorter is enough
+    ):
+        r = admin.request("PUT", url, json=change)
+        assert r.status_code == 202, (change, r.text)
+        assert r.json()["kind"] == "shorten_retention"
+    effective = admin.get(url).json()["effective"]
+    assert effective["audit_log_days"] == 3650
+    assert effective["internal_days"] is None
+    assert effective["public_days"] is None
+
+    r = admin.request("PUT", url, json={"set": {"audit_log_days": 1}})  # the same request again
+    approval = r.json()["approval_id"]
+    assert admin.post(f"/api/admin/approvals/{approval}/approve").status_code == 403  # own
+    assert admin.get(url).json()["effective"]["audit_log_days"] == 3650
+    r = admin2.post(f"/api/admin/approvals/{approval}/approve")
+    assert r.status_code == 200, r.text
+    assert admin.get(url).json()["effective"]["audit_log_days"] == 1
+    with runtime.sessions() as s:
+        changes = (
+            s.execute(
+                select(AuditEvent)
+                .where(AuditEvent.action == "retention.policy")
+                .order_by(AuditEvent.id)
+            )
+            .scalars()
+            .all()
+        )
+        assert changes[-1].actor == f"user:{root.user.id}"  # the requester's change, approved
+        assert '"to":1' in changes[-1].details.replace(" ", "")
+
+    # Back to the settings file (2555 days): longer again, so at once.
+    r = admin.request("PUT", url, json={"reset": ["audit_log_days"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["effective"]["audit_log_days"] == 2555
 
 
 def test_retain_until_is_set_by_managers_and_admins(

@@ -13,6 +13,7 @@ const KINDS = {
   lift_legal_hold: "Lift a legal hold",
   bulk_delete: "Delete documents",
   make_admin: "Make an admin",
+  shorten_retention: "Keep data for less time",
 };
 
 function describe(r) {

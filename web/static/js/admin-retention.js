@@ -8,6 +8,7 @@ const LABELS = {
   personal_days: "Personal documents",
   chat_history_days: "Chat history",
   session_days: "Expired sign-in sessions",
+  audit_log_days: "Audit log",
 };
 const policyError = document.getElementById("policy-error");
 const tbody = document.getElementById("policies");
@@ -40,7 +41,13 @@ function render(policy) {
 async function save(body) {
   policyError.hidden = true;
   try {
-    render(await api("PUT", "/api/admin/retention", body));
+    const result = await api("PUT", "/api/admin/retention", body);
+    if (result.status === "approval_required") {
+      toast("Keeping things for less time needs a second admin: the change is in the approvals inbox.");
+      render(await api("GET", "/api/admin/retention"));
+      return;
+    }
+    render(result);
     toast("Retention policies saved; the retention job applies them at its next run.");
   } catch (error) {
     showError(policyError, error);
