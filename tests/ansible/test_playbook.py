@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -26,6 +27,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tarfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -738,3 +740,58 @@ def test_second_run_changes_nothing(target: Target) -> None:
     assert recap["changed"] == 0, [line for line in out.splitlines() if line.startswith("changed:")]
     for value in target.secrets:
         assert value not in out
+
+
+def _rename_bundle(bundle: Path, dest_dir: Path, new_name: str) -> tuple[Path, str]:
+    """The same bundle under another release name (members re-prefixed), and its sha256."""
+    old_name = bundle.name.removesuffix(".tar")
+    out = dest_dir / f"{new_name}.tar"
+    with tarfile.open(bundle) as src, tarfile.open(out, "w") as dst:
+        for member in src:
+            member.name = new_name + member.name.removeprefix(old_name)
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    digest = hashlib.sha256()
+    with out.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return out, digest.hexdigest()
+
+
+def test_upgrade_to_a_new_bundle_keeps_the_data(target: Target) -> None:
+    """Operator's guide, "Upgrade": a new bundle installs beside the old release, `current`
+    switches, the database is migrated, the data stays; a further run changes nothing."""
+    assert target.first_run.returncode == 0, "provisioning failed"
+    bundle, _ = _bundle()
+    version = bundle.name.split("-")[2]
+    new_name = f"appliance-bundle-{version}-upgrade{secrets.token_hex(3)}"
+    new_bundle, new_sha = _rename_bundle(bundle, WORK, new_name)
+    settings_file = target.inventory / "group_vars" / "appliance" / "main.yml"
+    settings = json.loads(settings_file.read_text().removeprefix("---\n"))
+    settings.update(bundle_file=str(new_bundle), bundle_sha256=new_sha)
+    settings_file.write_text("---\n" + json.dumps(settings, indent=2) + "\n")
+
+    run = _playbook(target.netns, target.inventory, target.vault_pass_file)
+    out = run.stdout + run.stderr
+    (BUILD / f"upgrade-run-{target.os}.log").write_text(out)
+    assert run.returncode == 0, out[-6000:]
+    assert "Migrate the database after an upgrade" in out
+    root = target.rootfs
+    releases = root / "opt/appliance/releases"
+    assert os.readlink(root / "opt/appliance/current") == f"/opt/appliance/releases/{new_name}"
+    assert (releases / bundle.name.removesuffix(".tar") / "venv/.installed").exists()  # rollback
+    assert new_name in (root / "etc/apt/sources.list.d/appliance-bundle.list").read_text()
+    for value in target.secrets:
+        assert value not in out
+
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+    cli = ["chroot", str(root), "runuser", "-u", "appliance", "--", "env"]
+    cli += ["APPLIANCE_CONFIG=/etc/appliance/appliance.toml", "HF_HUB_OFFLINE=1"]
+    cli += ["/opt/appliance/current/venv/bin/appliance"]
+    users = _must([*cli, "users", "list"], env=env).stdout
+    assert "admin" in users
+    verify = _run([*cli, "audit", "verify"], env=env)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+    again = _playbook(target.netns, target.inventory, target.vault_pass_file)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-6000:]
+    assert _recap(again.stdout + again.stderr)["changed"] == 0
