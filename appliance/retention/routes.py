@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from fastapi import Depends, Response
@@ -117,6 +118,33 @@ def _bulk_ids(session: Session, body: BulkDeleteIn) -> list[str]:
     return ids
 
 
+def _hold(
+    session: Session,
+    rt: Runtime,
+    admin: User,
+    now: dt.datetime,
+    response: Response,
+    kind: str,
+    params: dict[str, Any],
+    doc: Document | None = None,
+    target: str | None = None,
+) -> ApprovalPendingOut:
+    """Hold the action for a second admin: 202 with the approval request."""
+    req = approvals.request(
+        session=session,
+        kind=kind,
+        params=params,
+        requester=admin,
+        now=now,
+        expiry_hours=approvals.expiry_hours(rt.settings),
+        doc=doc,
+        target=target,
+    )
+    session.commit()
+    response.status_code = 202
+    return ApprovalPendingOut(approval_id=req.id, kind=req.kind)
+
+
 @admin_router.get("/retention")
 def get_policy(session: SessionDep, rt: RuntimeDep) -> PolicyOut:
     """The retention policies in force: the admins' overrides, else the settings file."""
@@ -143,18 +171,16 @@ def put_policy(
         session=session, settings=rt.settings, changes=body.set, reset=body.reset
     )
     if shorter and approvals.needs_approval(rt.settings, approvals.SHORTEN_RETENTION):
-        req = approvals.request(
-            session=session,
-            kind=approvals.SHORTEN_RETENTION,
-            params={"set": body.set, "reset": sorted(body.reset)},
-            requester=admin,
-            now=now,
-            expiry_hours=approvals.expiry_hours(rt.settings),
+        return _hold(
+            session,
+            rt,
+            admin,
+            now,
+            response,
+            approvals.SHORTEN_RETENTION,
+            {"set": body.set, "reset": sorted(body.reset)},
             target="retention:" + ",".join(shorter),
         )
-        session.commit()
-        response.status_code = 202
-        return ApprovalPendingOut(approval_id=req.id, kind=req.kind)
     retention.set_policy(
         session=session,
         settings=rt.settings,
@@ -221,18 +247,16 @@ def lift_hold(
     if not retention.is_held(session, doc.id):
         return _state(session, doc)
     if approvals.needs_approval(rt.settings, approvals.LIFT_LEGAL_HOLD):
-        req = approvals.request(
-            session=session,
-            kind=approvals.LIFT_LEGAL_HOLD,
-            params={"doc_id": doc.id},
-            requester=admin,
-            now=now,
-            expiry_hours=approvals.expiry_hours(rt.settings),
+        return _hold(
+            session,
+            rt,
+            admin,
+            now,
+            response,
+            approvals.LIFT_LEGAL_HOLD,
+            {"doc_id": doc.id},
             doc=doc,
         )
-        session.commit()
-        response.status_code = 202
-        return ApprovalPendingOut(approval_id=req.id, kind=req.kind)
     retention.lift_hold(session=session, doc_id=doc.id, actor=admin.principal)
     session.commit()
     return _state(session, doc)
@@ -255,18 +279,16 @@ def bulk_delete(
     now, at most 1000 documents, so an approval deletes exactly the documents it lists."""
     ids = _bulk_ids(session, body)
     if approvals.needs_approval(rt.settings, approvals.BULK_DELETE):
-        req = approvals.request(
-            session=session,
-            kind=approvals.BULK_DELETE,
-            params={"doc_ids": ids},
-            requester=admin,
-            now=now,
-            expiry_hours=approvals.expiry_hours(rt.settings),
+        return _hold(
+            session,
+            rt,
+            admin,
+            now,
+            response,
+            approvals.BULK_DELETE,
+            {"doc_ids": ids},
             target=f"documents:{len(ids)}",
         )
-        session.commit()
-        response.status_code = 202
-        return ApprovalPendingOut(approval_id=req.id, kind=req.kind)
     index = rt.index()
 
     def finish(doc_id: str) -> None:
