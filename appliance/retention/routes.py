@@ -300,4 +300,6 @@ def bulk_delete(
         session=session, index=index, doc_ids=ids, actor=admin.principal, finish=finish
     )
     session.commit()
-    return BulkDeleteOut(deleted=report.deleted, held=report.held, not_found=report.not_found)
+    return BulkDeleteOut(
+        deleted=report.deleted, held=report.held, not_found=report.not_found, failed=report.failed
+    )

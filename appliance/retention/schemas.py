@@ -109,3 +109,7 @@ class BulkDeleteOut(BaseModel):
     deleted: list[str]
     held: list[str]
     not_found: list[str]
+    failed: list[str] = Field(
+        default_factory=list,
+        description="Left as they were after an error (see the server log); ask again for them.",
+    )

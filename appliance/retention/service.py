@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,9 +29,11 @@ from appliance.chat.tables import CHAT_KEY, Conversation, Message
 from appliance.config import RetentionSettings, Settings
 from appliance.documents import service as docs
 from appliance.documents.tables import DELETING, FAILED, INDEXED, QUEUED, Document
-from appliance.errors import InvalidInput, NotFound
+from appliance.errors import InvalidInput, NotFound, PermissionDenied
 from appliance.retention.tables import LegalHold, RetentionPolicy
 from appliance.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "system:retention"
 CLASSIFICATION_KEYS = {
@@ -458,6 +461,7 @@ class BulkReport:
     deleted: list[str]
     held: list[str]
     not_found: list[str]
+    failed: list[str]
 
 
 def bulk_delete(
@@ -471,9 +475,12 @@ def bulk_delete(
     """Delete many documents through the deletion path; held ones are skipped and reported.
 
     Each document is hidden at once (`begin_delete`); `finish` removes its key and data now,
-    else the cleanup job finishes it (a document in DELETING is never visible).
+    else the cleanup job finishes it (a document in DELETING is never visible). One
+    document's failure does not stop the others: once hidden it counts as deleted (the
+    cleanup job finishes it); one the error left untouched is reported as failed, to ask
+    again for it. The audit event's outcome says "partial" then.
     """
-    report = BulkReport([], [], [])
+    report = BulkReport([], [], [], [])
     for doc_id in dict.fromkeys(doc_ids):
         doc = session.get(Document, doc_id)
         if doc is None or doc.state == DELETING:
@@ -482,18 +489,32 @@ def bulk_delete(
         if is_held(session, doc_id):
             report.held.append(doc_id)
             continue
-        docs.begin_delete(session=session, index=index, doc=doc, actor=actor)
-        if finish is not None:
-            finish(doc_id)
+        try:
+            docs.begin_delete(session=session, index=index, doc=doc, actor=actor)
+            if finish is not None:
+                finish(doc_id)
+        except PermissionDenied:  # put under legal hold meanwhile
+            session.rollback()
+            report.held.append(doc_id)
+            continue
+        except Exception:
+            session.rollback()
+            log.exception("bulk deletion: document %s failed", doc_id)
+            now_doc = session.get(Document, doc_id)
+            if now_doc is not None and now_doc.state != DELETING:
+                report.failed.append(doc_id)
+                continue
         report.deleted.append(doc_id)
     audit.record(
         session,
         actor=actor,
         action="document.bulk_delete",
+        outcome="partial" if report.failed else "ok",
         details={
             "deleted": len(report.deleted),
             "held": len(report.held),
             "not_found": len(report.not_found),
+            "failed": report.failed,
         },
     )
     return report

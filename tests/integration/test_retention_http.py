@@ -4,6 +4,7 @@ every deletion path, lifting it and bulk deletion through a second admin's appro
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,57 @@ def test_bulk_delete_waits_for_approval_and_skips_held(
         assert '"held":1' in event.details
 
 
+def test_approved_bulk_delete_survives_one_documents_failure(
+    runtime: Runtime,
+    tmp_path: Path,
+    browser_factory: Any,
+    root: Account,
+    root2: Account,
+    monkeypatch: Any,
+) -> None:
+    """A failure on one document neither stops the others nor loses track of it."""
+    from appliance.retention import service as retention_service
+
+    rt = runtime
+    untouched, half, fine = (_doc(rt, tmp_path, n, owner="admin") for n in ("a", "b", "c"))
+    begin = retention_service.docs.begin_delete
+
+    def flaky_begin(*, session: Any, index: Any, doc: Document, actor: str) -> None:
+        if doc.id == untouched:
+            raise OSError("disk full")  # before anything changed
+        begin(session=session, index=index, doc=doc, actor=actor)
+
+    real_delete = rt.blobs.delete
+
+    def flaky_blob_delete(doc_id: str) -> None:
+        if doc_id == half:
+            raise OSError("I/O error")  # hidden and its key shredded, the rest left
+        real_delete(doc_id)
+
+    monkeypatch.setattr(retention_service.docs, "begin_delete", flaky_begin)
+    monkeypatch.setattr(rt.blobs, "delete", flaky_blob_delete)
+    admin, admin2 = (signed_in(browser_factory, x) for x in (root, root2))
+    r = admin.post("/api/admin/documents/bulk-delete", json={"doc_ids": [untouched, half, fine]})
+    assert r.status_code == 202, r.text
+    r = admin2.post(f"/api/admin/approvals/{r.json()['approval_id']}/approve")
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "approved"
+    with rt.sessions() as s:
+        assert s.get_one(Document, untouched).state == "indexed"  # ask again for this one
+        assert s.get_one(Document, half).state == "deleting"  # never visible again
+        assert s.get(Document, fine) is None
+        event = s.execute(
+            select(AuditEvent).where(AuditEvent.action == "document.bulk_delete")
+        ).scalar_one()
+        assert event.outcome == "partial"
+        assert json.loads(event.details)["failed"] == [untouched]
+        assert json.loads(event.details)["deleted"] == 2
+    monkeypatch.setattr(rt.blobs, "delete", real_delete)
+    assert run_job(rt, "cleanup").counts  # finishes the hidden one
+    assert not _exists(rt, half)
+    assert _exists(rt, untouched)
+
+
 def test_bulk_delete_at_once_without_the_approval_setting(
     runtime: Runtime, tmp_path: Path, admin_browser: Browser
 ) -> None:
@@ -234,7 +286,13 @@ def test_bulk_delete_at_once_without_the_approval_setting(
     admin_browser.post(f"/api/admin/documents/{held}/legal-hold", json={})
     r = admin_browser.post("/api/admin/documents/bulk-delete", json={"doc_ids": [held, free]})
     assert r.status_code == 200, r.text
-    assert r.json() == {"status": "done", "deleted": [free], "held": [held], "not_found": []}
+    assert r.json() == {
+        "status": "done",
+        "deleted": [free],
+        "held": [held],
+        "not_found": [],
+        "failed": [],
+    }
     assert not _exists(runtime, free)
     assert _exists(runtime, held)
 
