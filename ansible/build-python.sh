@@ -55,6 +55,7 @@ debian_mirror=${APPLIANCE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security_mirror=${APPLIANCE_DEBIAN_SECURITY_MIRROR:-http://security.debian.org/debian-security}
 ubuntu_mirror=${APPLIANCE_UBUNTU_MIRROR:-http://archive.ubuntu.com/ubuntu}
 SECONDS=0
+"$repo/ansible/rootfs.sh" ubuntu-24.04 "$rootfs_tar" # cached: returns at once when present
 mkdir -p "$src" "$out_dir"
 out_dir=$(cd "$out_dir" && pwd)
 tarball=$out_dir/${tarball##*/}
