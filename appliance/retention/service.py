@@ -544,6 +544,10 @@ def _bulk_delete_approved(
     ctx = approvals.current()
     rt = ctx.runtime
     index = ctx.need_index()
+    # Deletion commits document by document (hide first, then remove), so the approval
+    # (and its audit entry) is committed first: a failure on one document, rolled back on
+    # its own, never takes the approval with it.
+    session.commit()
 
     def finish(doc_id: str) -> None:
         if rt is not None:

@@ -42,6 +42,10 @@ from tests.integration.test_documents_http import (  # noqa: F401
     test_admin_self_grant_on_confidential_needs_another_admin_once,
     test_an_unreadable_document_is_not_found_on_every_route,
 )
+from tests.integration.test_retention_http import (  # noqa: F401
+    test_approved_bulk_delete_survives_one_documents_failure,
+    test_shortening_retention_waits_for_a_second_admin,
+)
 
 
 @pytest.fixture

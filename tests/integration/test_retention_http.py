@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from appliance.approvals.tables import ApprovalRequest
 from appliance.audit.tables import AuditEvent
 from appliance.documents.tables import Document
 from appliance.jobs.registry import run_job
@@ -258,7 +259,8 @@ def test_approved_bulk_delete_survives_one_documents_failure(
     admin, admin2 = (signed_in(browser_factory, x) for x in (root, root2))
     r = admin.post("/api/admin/documents/bulk-delete", json={"doc_ids": [untouched, half, fine]})
     assert r.status_code == 202, r.text
-    r = admin2.post(f"/api/admin/approvals/{r.json()['approval_id']}/approve")
+    approval = r.json()["approval_id"]
+    r = admin2.post(f"/api/admin/approvals/{approval}/approve")
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "approved"
     with rt.sessions() as s:
@@ -271,6 +273,13 @@ def test_approved_bulk_delete_survives_one_documents_failure(
         assert event.outcome == "partial"
         assert json.loads(event.details)["failed"] == [untouched]
         assert json.loads(event.details)["deleted"] == 2
+        request = s.get_one(ApprovalRequest, approval)
+        assert request.status == "approved"
+        assert request.executed_at is not None
+        approved = s.execute(
+            select(AuditEvent).where(AuditEvent.action == "approval.approve")
+        ).scalar_one()
+        assert approval in approved.target
     monkeypatch.setattr(rt.blobs, "delete", real_delete)
     assert run_job(rt, "cleanup").counts  # finishes the hidden one
     assert not _exists(rt, half)
