@@ -29,13 +29,15 @@ from rich.table import Table
 from sqlalchemy import select
 
 from appliance import __version__
+from appliance.acl import rules
+from appliance.acl.principals import add_member, principals_for, remove_member, resolve_principal
 from appliance.admin.cli import system_app
 from appliance.approvals.cli import approvals_app
 from appliance.audit.cli import audit_app
-from appliance.bootstrap import current_user_name, init, schema_is_current
-from appliance.chat.tables import CHAT_KEY
-from appliance.config import Settings, get_settings, masked_dump
-from appliance.errors import ApplianceError, NotFound
+from appliance.auth.bootstrap import current_user_name, init, schema_is_current
+from appliance.core.config import Settings, get_settings, masked_dump
+from appliance.core.errors import ApplianceError, NotFound
+from appliance.core.places import CHAT_KEY
 from appliance.jobs import cli as jobs_cli
 from appliance.privacy import cli as privacy_cli
 from appliance.retention import cli as retention_cli
@@ -80,7 +82,7 @@ def _settings() -> Settings:
 
 
 def _runtime(settings: Settings | None = None):  # type: ignore[no-untyped-def]
-    from appliance.runtime import open_runtime
+    from appliance.core.runtime import open_runtime
 
     settings = settings or _settings()
     if not schema_is_current(settings):
@@ -137,7 +139,7 @@ def init_cmd(
         from appliance.audit import service as audit
         from appliance.auth.passwords import hash_password
         from appliance.auth.tables import User
-        from appliance.db import make_engine
+        from appliance.core.db import make_engine
 
         engine = make_engine(settings.database_url)
         try:
@@ -362,7 +364,7 @@ def ingest_cmd(
         owner_user = users.get_user_by_name(session, owner) if owner else users.first_admin(session)
         if owner_user is None:
             raise NotFound("No admin exists yet. Run `appliance init` first.")
-        principals = [users.resolve_principal(session, g) for g in (grant or [])]
+        principals = [resolve_principal(session, g) for g in (grant or [])]
         submitted: dict[str, Path] = {}
         duplicates = 0
         for f in files:
@@ -550,7 +552,6 @@ def docs_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """List documents with their state (all of them, or those a user may read)."""
-    from appliance.acl import service as acl
     from appliance.auth import service as users
     from appliance.documents import service as docs
     from appliance.documents.tables import Document
@@ -559,9 +560,9 @@ def docs_list(
     with rt.sessions() as session:
         query = select(Document).order_by(Document.created_at)
         if as_user:
-            principals = users.principals_for(session, users.get_user_by_name(session, as_user))
+            principals = principals_for(session, users.get_user_by_name(session, as_user))
             # Exactly what the user may read: live (indexed) and granted, nothing in progress.
-            query = acl.readable_documents_query(principals).order_by(Document.created_at)
+            query = rules.readable_documents_query(principals).order_by(Document.created_at)
         rows = session.execute(query).scalars().all()
         table = Table("id", "filename", "state", "pages", "chunks", "classification", "reason")
         for d in rows:
@@ -589,7 +590,6 @@ def docs_list(
 def _doc_change(ref: str, change: str, **kw: str) -> str:
     """Apply one access change to a document as the operator; returns its id."""
     from appliance.acl import service as acl
-    from appliance.auth import service as users
     from appliance.documents import service as docs
 
     rt = _runtime()
@@ -602,12 +602,12 @@ def _doc_change(ref: str, change: str, **kw: str) -> str:
                     session=session,
                     index=index,
                     doc=doc,
-                    principal=users.resolve_principal(session, kw["principal"]),
+                    principal=resolve_principal(session, kw["principal"]),
                     level=kw["level"],
                     actor=actor,
                 )
             elif change == "revoke":
-                principal = users.resolve_principal(session, kw["principal"])
+                principal = resolve_principal(session, kw["principal"])
                 if not acl.revoke(
                     session=session, index=index, doc=doc, principal=principal, actor=actor
                 ):
@@ -706,7 +706,7 @@ def users_list(
     """List accounts with role, state, second factor and lockout."""
     from appliance.auth import service as users
     from appliance.auth import throttle
-    from appliance.db import utcnow
+    from appliance.core.db import utcnow
 
     rt = _runtime()
     with rt.sessions() as session:
@@ -740,7 +740,7 @@ def users_list(
 
 def _user_action(name: str, action: str) -> str | None:
     from appliance.auth import service as users
-    from appliance.db import utcnow
+    from appliance.core.db import utcnow
 
     rt = _runtime()
     result: str | None = None
@@ -858,7 +858,7 @@ def _membership(group: str, user: str, *, add: bool) -> bool:
     with rt.sessions() as session:
         g = users.get_group_by_name(session, group)
         u = users.get_user_by_name(session, user)
-        change = users.add_member if add else users.remove_member
+        change = add_member if add else remove_member
         changed = change(session, group_id=g.id, user_id=u.id, actor=_operator())
         session.commit()
     rt.close()
@@ -915,7 +915,7 @@ def keys_rotate() -> None:
     Run it again after an interruption: it finishes the rewrapping before it would start
     another rotation. Put the new key file into your vault before the next deployment.
     """
-    from appliance.crypto import rotation
+    from appliance.keys import rotation
 
     rt = _runtime()
     try:
@@ -966,7 +966,7 @@ def keys_retire(
     kek_id: Annotated[str, typer.Argument(help="The old KEK to remove from the key file.")],
 ) -> None:
     """Remove an old KEK from the key file; refused while any data key is wrapped by it."""
-    from appliance.crypto import rotation
+    from appliance.keys import rotation
 
     rt = _runtime()
     try:
@@ -992,7 +992,7 @@ def keys_check(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Unwrap every data key and match the key store with the database; exit 1 on a problem."""
-    from appliance.crypto.check import check_keys
+    from appliance.keys.check import check_keys
 
     rt = _runtime()
     try:
@@ -1100,7 +1100,7 @@ users_app.command("export")(privacy_cli.users_export)
 
 def main() -> None:
     """Entry point: run the command; turn our errors into a message and exit code 1."""
-    from appliance.runtime import set_offline_environment
+    from appliance.core.runtime import set_offline_environment
 
     set_offline_environment()
     try:

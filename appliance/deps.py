@@ -17,12 +17,11 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
 from appliance.auth import sessions, tokens
-from appliance.auth.service import NotAuthenticated
 from appliance.auth.tables import ApiToken, AuthSession, User
-from appliance.config import AuthSettings
-from appliance.db import utcnow
-from appliance.errors import PermissionDenied
-from appliance.runtime import Runtime
+from appliance.core.config import AuthSettings
+from appliance.core.db import utcnow
+from appliance.core.errors import NotAuthenticated, PermissionDenied
+from appliance.core.runtime import Runtime
 
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

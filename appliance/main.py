@@ -12,24 +12,24 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from appliance import __version__
-from appliance.admin.guard import ReadOnlyGuard
 from appliance.admin.routes import router as admin_system_router
 from appliance.approvals.routes import router as approvals_router
 from appliance.audit.routes import router as audit_router
 from appliance.auth.routes import admin_router as auth_admin_router
 from appliance.auth.routes import router as auth_router
 from appliance.chat.routes import router as chat_router
-from appliance.config import Settings
+from appliance.core.config import Settings
+from appliance.core.errors import ApplianceError
+from appliance.core.runtime import Runtime, open_runtime
 from appliance.documents.routes import router as documents_router
-from appliance.errors import ApplianceError
 from appliance.jobs.runner import JobRunner
+from appliance.middleware.csrf import install as install_csrf
+from appliance.middleware.read_only import ReadOnlyGuard
 from appliance.pages.routes import router as pages_router
 from appliance.privacy.routes import admin_router as privacy_admin_router
 from appliance.privacy.routes import router as privacy_router
 from appliance.retention.routes import admin_router as retention_admin_router
 from appliance.retention.routes import router as retention_router
-from appliance.runtime import Runtime, open_runtime
-from appliance.security import install as install_csrf
 
 log = logging.getLogger(__name__)
 

@@ -18,42 +18,38 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from appliance.acl.principals import principals_for
+from appliance.acl.rules import (
+    LEVELS,
+    MANAGE,
+    NOT_FOUND,
+    can_manage,
+    can_see,
+    has_grant,
+)
 from appliance.approvals import service as approvals
 from appliance.approvals.tables import ApprovalRequest
 from appliance.audit import service as audit
-from appliance.auth import service as users
 from appliance.auth.tables import User
-from appliance.crypto.envelope import Crypto
-from appliance.db import utcnow
+from appliance.core.blobs import BlobStore
+from appliance.core.classification import SENSITIVE, check_classification
+from appliance.core.crypto import Crypto
+from appliance.core.db import utcnow
+from appliance.core.errors import InvalidInput, NotFound, PermissionDenied
 from appliance.documents import service as docs
-from appliance.documents.blobs import BlobStore
 from appliance.documents.tables import (
     DELETING,
-    EMBEDDING,
-    FAILED,
     INDEXED,
-    PARSING,
-    QUEUED,
     Document,
     DocumentGrant,
 )
-from appliance.errors import InvalidInput, NotFound, PermissionDenied
 from ingest.index import VectorIndex, checked_principals
-
-READ = "read"
-MANAGE = "manage"
-LEVELS = (READ, MANAGE)
-CLASSIFICATIONS = ("public", "internal", "confidential", "personal")
-SENSITIVE = frozenset({"confidential", "personal"})
-NOT_FOUND = "No such document."
-# States whose progress the managers of a document see in their library.
-UNFINISHED = (QUEUED, PARSING, EMBEDDING, FAILED)
 
 Actor = User | str
 """Who changes access: a signed-in user (checked), or 'operator:<os user>' on the shell."""
@@ -68,68 +64,6 @@ class Held:
     """An action held for a second admin's approval, instead of being done."""
 
     request: ApprovalRequest
-
-
-# -- who may do what ---------------------------------------------------------------------
-
-
-def _granted(principals: Sequence[str], level: str | None = None) -> Select[str]:
-    query = select(DocumentGrant.doc_id).where(DocumentGrant.principal.in_(list(principals)))
-    if level is not None:
-        query = query.where(DocumentGrant.level == level)
-    return query
-
-
-def readable_documents_query(principals: Sequence[str]) -> Select[Document]:
-    """Live (indexed) documents granted, at any level, to any of these principals."""
-    return select(Document).where(Document.state == INDEXED, Document.id.in_(_granted(principals)))
-
-
-def visible_documents_query(principals: Sequence[str]) -> Select[Document]:
-    """A library listing: readable documents plus unfinished uploads these principals manage."""
-    return select(Document).where(
-        or_(
-            and_(Document.state == INDEXED, Document.id.in_(_granted(principals))),
-            and_(
-                Document.state.in_(UNFINISHED),
-                Document.id.in_(_granted(principals, MANAGE)),
-            ),
-        )
-    )
-
-
-def _has_grant(
-    session: Session, principals: Sequence[str], doc_id: str, level: str | None = None
-) -> bool:
-    if not principals:
-        return False
-    query = select(func.count()).where(
-        DocumentGrant.doc_id == doc_id, DocumentGrant.principal.in_(list(principals))
-    )
-    if level is not None:
-        query = query.where(DocumentGrant.level == level)
-    return bool(session.execute(query).scalar_one())
-
-
-def can_read(session: Session, user: User, doc: Document) -> bool:
-    """Whether the user may read the document's content now (live and granted, fresh)."""
-    return doc.state == INDEXED and _has_grant(session, users.principals_for(session, user), doc.id)
-
-
-def can_see(session: Session, user: User, doc: Document) -> bool:
-    """Whether the user may see the document's metadata: readable, or an upload they manage."""
-    if doc.state == INDEXED:
-        return can_read(session, user, doc)
-    return doc.state in UNFINISHED and _has_grant(
-        session, users.principals_for(session, user), doc.id, MANAGE
-    )
-
-
-def can_manage(session: Session, user: User, doc: Document) -> bool:
-    """Whether the user may change the document's grants and classification, or delete it."""
-    if not user.is_active or doc.state == DELETING:
-        return False
-    return user.is_admin or _has_grant(session, users.principals_for(session, user), doc.id, MANAGE)
 
 
 def actor_name(actor: Actor) -> str:
@@ -155,7 +89,7 @@ def _authorise_manage(session: Session, doc: Document, actor: Actor) -> None:
 
 
 def _reads_already(session: Session, user: User, doc: Document) -> bool:
-    return _has_grant(session, users.principals_for(session, user), doc.id)
+    return has_grant(session, principals_for(session, user), doc.id)
 
 
 # -- keeping the index in step -----------------------------------------------------------
@@ -239,7 +173,7 @@ def grant(
     principal = _check_principal(principal)
     _authorise_manage(session, doc, actor)
     now = now or utcnow()
-    self_grant = isinstance(actor, User) and principal in users.principals_for(session, actor)
+    self_grant = isinstance(actor, User) and principal in principals_for(session, actor)
     if (
         isinstance(actor, User)
         and self_grant
@@ -251,7 +185,7 @@ def grant(
     ):
         req = approvals.request(
             session=session,
-            doc=doc,
+            doc_id=doc.id,
             kind="grant",
             params={"principal": principal, "level": level},
             requester=actor,
@@ -332,8 +266,7 @@ def classify(
     An admin who cannot read a sensitive document may not lower it to a non-sensitive level
     alone (that would let them self-grant without approval): the change is held instead.
     """
-    if classification not in CLASSIFICATIONS:
-        raise InvalidInput("Classification is one of public, internal, confidential, personal.")
+    check_classification(classification)
     _authorise_manage(session, doc, actor)
     if classification == doc.classification:
         return None
@@ -348,7 +281,7 @@ def classify(
     ):
         req = approvals.request(
             session=session,
-            doc=doc,
+            doc_id=doc.id,
             kind="classify",
             params={"classification": classification},
             requester=actor,
@@ -388,6 +321,14 @@ def delete_document(
     with _publish_lock:
         docs.begin_delete(session=session, index=index, doc=doc, actor=actor_name(actor))
     docs.finish_delete(session=session, index=index, crypto=crypto, blobs=blobs, doc_id=doc_id)
+
+
+def approved_change(
+    session: Session, params: dict[str, Any], approver: User, now: dt.datetime
+) -> None:
+    """Executor of approved ``grant`` and ``classify`` requests (see `appliance.wiring`)."""
+    ctx = approvals.current()
+    run_approved(session=session, index=ctx.need_index(), req=ctx.request, requester=ctx.requester)
 
 
 def run_approved(

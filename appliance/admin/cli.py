@@ -22,7 +22,7 @@ Reason = Annotated[str | None, typer.Option(help="Why; shown to admins and audit
 def _flip(name: str, on: bool, reason: str | None) -> None:
     from appliance.admin import service
     from appliance.cli import _operator, _runtime
-    from appliance.db import utcnow
+    from appliance.core.db import utcnow
 
     rt = _runtime()
     try:

@@ -9,7 +9,7 @@ from appliance.admin import service
 from appliance.admin.schemas import SwitchesIn, SwitchesOut, SwitchOut
 from appliance.admin.tables import SWITCHES
 from appliance.audit import service as audit
-from appliance.crypto.envelope import Crypto
+from appliance.core.crypto import Crypto
 from appliance.deps import (
     AdminUser,
     NowDep,

@@ -21,7 +21,7 @@ from appliance.admin.tables import (
     SystemSwitch,
 )
 from appliance.audit import service as audit
-from appliance.errors import InvalidInput, Maintenance, ReadOnly
+from appliance.core.errors import InvalidInput, Maintenance, ReadOnly
 
 ANSWERING_MESSAGE = (
     "Maintenance: an admin paused answering questions for now. "

@@ -32,7 +32,7 @@ def approvals_list(
     from appliance.approvals import service
     from appliance.approvals.schemas import approval_out
     from appliance.cli import _runtime
-    from appliance.db import utcnow
+    from appliance.core.db import utcnow
 
     rt = _runtime()
     try:
@@ -66,7 +66,7 @@ def _decide(request_id: str, admin_name: str, *, approve: bool) -> str:
     from appliance.approvals import service
     from appliance.auth import service as users
     from appliance.cli import _operator, _runtime
-    from appliance.db import utcnow
+    from appliance.core.db import utcnow
 
     rt = _runtime()
     try:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from appliance.approvals import service
 from appliance.approvals.tables import ApprovalRequest
 from appliance.audit import service as audit
-from appliance.crypto.envelope import Crypto
+from appliance.core.crypto import Crypto
 
 
 class ApprovalRequestOut(BaseModel):

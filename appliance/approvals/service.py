@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
-import importlib
 import json
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,12 +33,11 @@ from appliance.approvals.tables import (
 )
 from appliance.audit import service as audit
 from appliance.auth.tables import User
-from appliance.errors import InvalidInput, NotFound, PermissionDenied
+from appliance.core.errors import InvalidInput, NotFound, PermissionDenied
 
 if TYPE_CHECKING:
-    from appliance.config import Settings
-    from appliance.documents.tables import Document
-    from appliance.runtime import Runtime
+    from appliance.core.config import Settings
+    from appliance.core.runtime import Runtime
     from ingest.index import VectorIndex
 
 Executor = Callable[[Session, dict[str, Any], User, dt.datetime], None]
@@ -73,7 +70,7 @@ _registry: dict[str, _Registered] = {}
 
 
 def register(kind: str, run: Executor, *, deferred: bool = False) -> None:
-    """Register the executor of an approval kind (call once, at import time of your module).
+    """Register the executor of an approval kind (the entry point does, at start-up).
 
     ``run(session, params, approver, now)`` gets the request's stored parameters exactly as
     they were requested, the approving admin and the approval time. It runs inside the
@@ -84,15 +81,15 @@ def register(kind: str, run: Executor, *, deferred: bool = False) -> None:
     ``deferred=True`` kinds run nothing at approval: the requester redeems the approval once
     later (`redeem`), e.g. downloading an approved audit export.
 
-    Example (in ``appliance/retention/service.py``)::
+    Executors live in the domain that knows how to run the action (a domain above this
+    one, so it may call `current()`), and `appliance.wiring.install` registers each of them
+    explicitly; nothing is loaded by name. Example (in ``appliance/retention/service.py``)::
 
-        from appliance.approvals import service as approvals
-
-        def _lift_hold(session, params, approver, now):
+        def lift_hold_approved(session, params, approver, now):
             doc = session.get(Document, params["doc_id"])
             ...  # lift it; audit it naming approvals.current().request.id
 
-        approvals.register("lift_legal_hold", _lift_hold)
+    and in ``appliance/wiring.py``: ``approvals.register(LIFT_LEGAL_HOLD, lift_hold_approved)``.
 
     and where the action is asked for::
 
@@ -111,20 +108,7 @@ def register(kind: str, run: Executor, *, deferred: bool = False) -> None:
 
 def kinds() -> list[str]:
     """The registered kinds."""
-    _load_builtins()
     return sorted(_registry)
-
-
-# Modules that register executors when imported: the built-in kinds (grant, classify,
-# make_admin, audit_export), and other domains' kinds, so that a process which never
-# imported those domains (the CLI) can still run every kind it finds in the database.
-EXECUTOR_MODULES = ("appliance.approvals.actions", "appliance.retention.service")
-
-
-def _load_builtins() -> None:
-    for name in EXECUTOR_MODULES:
-        if name not in sys.modules:
-            importlib.import_module(name)
 
 
 def needs_approval(settings: Settings, kind: str) -> bool:
@@ -198,21 +182,20 @@ def request(
     requester: User,
     now: dt.datetime,
     expiry_hours: int,
-    doc: Document | None = None,
+    doc_id: str | None = None,
     target: str | None = None,
     reason: str | None = None,
 ) -> ApprovalRequest:
     """Hold an action for approval (the same pending action is not requested twice); audited."""
-    _load_builtins()
     if kind not in _registry:
         raise InvalidInput(f"Unknown kind of request {kind!r}. Kinds: {', '.join(kinds())}.")
     canonical = _canonical(params)
-    if target is None and doc is not None:
-        target = f"doc:{doc.id}"
+    if target is None and doc_id is not None:
+        target = f"doc:{doc_id}"
     existing = session.execute(
         select(ApprovalRequest).where(
-            ApprovalRequest.doc_id == doc.id
-            if doc is not None
+            ApprovalRequest.doc_id == doc_id
+            if doc_id is not None
             else ApprovalRequest.target == target,
             ApprovalRequest.requester_id == requester.id,
             ApprovalRequest.kind == kind,
@@ -224,7 +207,7 @@ def request(
     if existing is not None:
         return existing
     req = ApprovalRequest(
-        doc_id=doc.id if doc is not None else None,
+        doc_id=doc_id,
         target=target,
         requester_id=requester.id,
         kind=kind,
@@ -237,8 +220,8 @@ def request(
     session.add(req)
     session.flush()
     details: dict[str, Any] = {"kind": kind, "params": params, "for": target}
-    if doc is not None:
-        details["doc"] = doc.id
+    if doc_id is not None:
+        details["doc"] = doc_id
     audit.record(
         session,
         actor=requester.principal,
@@ -317,7 +300,6 @@ def approve(
     runtime: Runtime | None = None,
 ) -> ApprovalRequest:
     """Approve another admin's request and run its action, exactly once; audited."""
-    _load_builtins()
     req = get_request(session, request_id)
     if req.requester_id == approver.id:
         audit.record(

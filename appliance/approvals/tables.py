@@ -7,8 +7,7 @@ import datetime as dt
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from appliance.auth.tables import new_id
-from appliance.db import Base, utcnow
+from appliance.core.db import Base, new_id, utcnow
 
 PENDING = "pending"
 APPROVED = "approved"

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from appliance.errors import InvalidInput
+from appliance.core.errors import InvalidInput
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

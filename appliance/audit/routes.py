@@ -23,6 +23,8 @@ from appliance.audit.schemas import (
     VerifyOut,
 )
 from appliance.auth import service as users
+from appliance.core.errors import PermissionDenied
+from appliance.core.runtime import Runtime
 from appliance.deps import (
     AdminUser,
     NowDep,
@@ -32,8 +34,6 @@ from appliance.deps import (
     client_address,
     protected_router,
 )
-from appliance.errors import PermissionDenied
-from appliance.runtime import Runtime
 
 router = protected_router(
     prefix="/api/admin/audit", tags=["audit"], dependencies=[Depends(admin_user)]

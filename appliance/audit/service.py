@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,11 +33,11 @@ from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from appliance.audit.tables import AuditEvent
-from appliance.db import utcnow
-from appliance.errors import InvalidInput
+from appliance.core.db import utcnow
+from appliance.core.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from appliance.crypto.envelope import Crypto
+    from appliance.core.crypto import Crypto
 
 GENESIS = "0" * 64
 
@@ -478,6 +478,24 @@ class Entry:
         return data
 
 
+ActorNames = Callable[[Session, str, str], str | None]
+"""``(session, kind, id) -> name``: a user's username or a group's name, None once gone."""
+
+_actor_names: ActorNames | None = None
+
+
+def set_actor_names(lookup: ActorNames) -> None:
+    """Install how recorded ``user:``/``group:`` ids become names (at start-up).
+
+    A hook rather than an import because the audit log sits below ``auth`` in the domain
+    order (every domain, auth included, records its events here), while the names of
+    accounts and groups belong to ``auth``; `appliance.wiring.install` registers
+    `appliance.auth.service.principal_name`.
+    """
+    global _actor_names
+    _actor_names = lookup
+
+
 def describe_actor(session: Session, actor: str, *, crypto: Crypto | None = None) -> str:
     """A person-readable actor: the username while the account exists, else a pseudonym.
 
@@ -485,22 +503,21 @@ def describe_actor(session: Session, actor: str, *, crypto: Crypto | None = None
     appliance's MAC key; without ``crypto`` a plain hash of the opaque id). Operators,
     system jobs and other principals are shown as recorded.
     """
-    from appliance.auth.tables import Group, User
-
     kind, _, ident = actor.partition(":")
-    if kind == "user" and ident:
-        user = session.get(User, ident)
-        if user is not None:
-            return user.username
+    if kind not in ("user", "group") or not ident:
+        return actor
+    if _actor_names is None:
+        raise RuntimeError("audit names are not wired: call appliance.wiring.install() first")
+    name = _actor_names(session, kind, ident)
+    if kind == "user":
+        if name is not None:
+            return name
         if crypto is not None:
             digest = crypto.mac(PSEUDONYM_PURPOSE, ident.encode())
         else:
             digest = hashlib.sha256(f"{PSEUDONYM_PURPOSE}\x00{ident}".encode()).hexdigest()
         return f"erased-user-{digest[:8]}"
-    if kind == "group" and ident:
-        group = session.get(Group, ident)
-        return f"group {group.name}" if group is not None else f"deleted-group-{ident[:8]}"
-    return actor
+    return f"group {name}" if name is not None else f"deleted-group-{ident[:8]}"
 
 
 def _entry(session: Session, event: AuditEvent, crypto: Crypto | None) -> Entry:

@@ -16,7 +16,7 @@ from importlib import resources
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from appliance.errors import InvalidInput
+from appliance.core.errors import InvalidInput
 
 MIN_LENGTH = 12
 MAX_LENGTH = 256  # well above the required 128; bounds the work one request can ask for

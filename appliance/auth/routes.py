@@ -11,11 +11,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from appliance.acl.principals import add_member, remove_member
 from appliance.approvals import service as approvals
 from appliance.approvals.schemas import ApprovalRequestOut, approval_out
 from appliance.approvals.tables import ApprovalRequest
 from appliance.audit import service as audit
-from appliance.auth import service, sessions, throttle, tokens
+from appliance.auth import service, sessions, signin, throttle, tokens
 from appliance.auth.schemas import (
     AdminUserOut,
     ChangedOut,
@@ -42,10 +43,12 @@ from appliance.auth.schemas import (
     UserOut,
     UserPatchIn,
 )
-from appliance.auth.service import Client, NotAuthenticated, SignInFailed, Step
+from appliance.auth.signin import Client, Step
 from appliance.auth.tables import ApiToken, AuthSession, Group, GroupMember, User
-from appliance.chat.tables import CHAT_KEY
-from appliance.config import Settings
+from appliance.core.config import Settings
+from appliance.core.errors import NotAuthenticated, NotFound, PermissionDenied, SignInFailed
+from appliance.core.places import CHAT_KEY
+from appliance.core.runtime import Runtime
 from appliance.deps import (
     CSRF_HEADER,
     AdminUser,
@@ -59,9 +62,7 @@ from appliance.deps import (
     cookie_names,
     protected_router,
 )
-from appliance.errors import NotFound, PermissionDenied
-from appliance.runtime import Runtime
-from appliance.security import set_csrf_cookie
+from appliance.middleware.csrf import set_csrf_cookie
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 admin_router = protected_router(
@@ -181,7 +182,7 @@ def login(
     failure, including a locked account, answers 401 with the same message.
     """
     with _unit(session):
-        step = service.sign_in_password(
+        step = signin.sign_in_password(
             session,
             crypto=rt.crypto,
             username=body.username,
@@ -207,7 +208,7 @@ def second_factor(
     changed, else `done` with the session cookie set."""
     with _unit(session):
         pre = _pre_session(request, session, rt.settings, now)
-        step = service.sign_in_second_factor(
+        step = signin.sign_in_second_factor(
             session,
             crypto=rt.crypto,
             pre=pre,
@@ -233,7 +234,7 @@ def confirm_enrolment(
     recovery codes, shown only this once: store them safely."""
     with _unit(session):
         pre = _pre_session(request, session, rt.settings, now)
-        step = service.confirm_enrolment(
+        step = signin.confirm_enrolment(
             session,
             crypto=rt.crypto,
             pre=pre,
@@ -263,8 +264,8 @@ def change_password(
             user = authenticate(request, session, rt, now).user
         else:
             pre = _pre_session(request, session, rt.settings, now)
-            user = service.pre_session_user(session, pre, "password")
-        step = service.change_password(
+            user = signin.pre_session_user(session, pre, "password")
+        step = signin.change_password(
             session,
             user=user,
             old=body.old,
@@ -290,7 +291,7 @@ def logout(
         row = caller.session
     else:
         row = _pre_session(request, session, rt.settings, now)
-    service.sign_out(session, row=row, client=_client(request))
+    signin.sign_out(session, row=row, client=_client(request))
     session.commit()
     _delete_cookie(response, names.session, rt.settings)
     _delete_cookie(response, names.preauth, rt.settings)
@@ -310,7 +311,7 @@ def me(caller: CallerDep, session: SessionDep) -> MeOut:
         user=_user_out(caller.user),
         groups=list(groups),
         via="token" if caller.token is not None else "session",
-        recovery_codes_left=service.recovery_codes_left(session, user_id=caller.user.id),
+        recovery_codes_left=signin.recovery_codes_left(session, user_id=caller.user.id),
     )
 
 
@@ -650,7 +651,7 @@ def admin_add_member(
     group_id: str, body: MemberIn, admin: AdminUser, session: SessionDep
 ) -> GroupOut:
     """Add a user to a group."""
-    service.add_member(session, group_id=group_id, user_id=body.user_id, actor=f"user:{admin.id}")
+    add_member(session, group_id=group_id, user_id=body.user_id, actor=f"user:{admin.id}")
     session.commit()
     return _group_out(session, service.get_group(session, group_id))
 
@@ -660,6 +661,6 @@ def admin_remove_member(
     group_id: str, user_id: str, admin: AdminUser, session: SessionDep
 ) -> GroupOut:
     """Remove a user from a group; what they could read through it is gone at once."""
-    service.remove_member(session, group_id=group_id, user_id=user_id, actor=f"user:{admin.id}")
+    remove_member(session, group_id=group_id, user_id=user_id, actor=f"user:{admin.id}")
     session.commit()
     return _group_out(session, service.get_group(session, group_id))

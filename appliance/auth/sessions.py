@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from appliance.auth.tables import AuthSession
-from appliance.config import AuthSettings
+from appliance.core.config import AuthSettings
 
 TOKEN_BYTES = 32
 FULL = "full"

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 from sqlalchemy import BigInteger, ForeignKey, LargeBinary, String, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from appliance.db import Base, utcnow
-
-
-def new_id() -> str:
-    """A random, unguessable identifier (uuid4 hex)."""
-    return uuid.uuid4().hex
+from appliance.core.db import Base, new_id, utcnow
 
 
 class User(Base):

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from appliance.auth.tables import AuthThrottle
-from appliance.config import AuthSettings
+from appliance.core.config import AuthSettings
 
 
 def account_key(username: str) -> str:

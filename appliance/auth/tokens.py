@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from appliance.auth.sessions import TOUCH_EVERY, hash_token
 from appliance.auth.tables import ApiToken
-from appliance.errors import InvalidInput, NotFound
+from appliance.core.errors import InvalidInput, NotFound
 
 PREFIX = "apl_"
 # read: GET/HEAD; write: state-changing requests; admin: admin routes (with the admin role).

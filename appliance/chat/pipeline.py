@@ -17,18 +17,22 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from appliance.acl.principals import principals_for
+from appliance.acl.rules import readable_document_ids
 from appliance.admin import service as switches
 from appliance.audit import service as audit
 from appliance.auth.tables import User
 from appliance.chat import prompt
 from appliance.chat.citations import CitationFilter
-from appliance.chat.queue import FairScheduler
 from appliance.chat.render import render_answer
-from appliance.chat.retrieval import Source, readable_document_ids, retrieve
-from appliance.chat.tables import CHAT_KEY, Conversation, Feedback, Message
-from appliance.db import utcnow
-from appliance.errors import InvalidInput, NotFound, PermissionDenied
-from appliance.runtime import Runtime
+from appliance.chat.retrieval import Source, retrieve
+from appliance.chat.tables import Conversation, Feedback, Message
+from appliance.core import places
+from appliance.core.db import utcnow
+from appliance.core.errors import InvalidInput, NotFound, PermissionDenied
+from appliance.core.places import CHAT_KEY
+from appliance.core.runtime import Runtime
+from appliance.core.scheduler import FairScheduler
 from models.protocols import ChatMessage
 
 NO_SOURCE_ANSWER = (
@@ -49,10 +53,6 @@ class Event:
     def sse(self) -> str:
         """Encode as a Server-Sent Event."""
         return f"event: {self.kind}\ndata: {json.dumps(self.data)}\n\n"
-
-
-def _place(conv_id: str, what: str) -> str:
-    return f"conversation:{conv_id}:{what}"
 
 
 def encrypt_for(rt: Runtime, user_id: str, place: str, text: str) -> bytes:
@@ -99,7 +99,7 @@ def history_of(rt: Runtime, session: Session, conv: Conversation, turns: int) ->
     return [
         ChatMessage(
             "user" if m.role == "user" else "assistant",
-            decrypt_for(rt, conv.owner_id, _place(conv.id, f"message:{m.id}"), m.content_ct),
+            decrypt_for(rt, conv.owner_id, places.message_text(conv.id, m.id), m.content_ct),
         )
         for m in reversed(rows)
     ]
@@ -124,10 +124,10 @@ def _store_message(
     msg = Message(conversation_id=conv.id, role=role, content_ct=b"", model=model)
     session.add(msg)
     session.flush()  # the id is part of the associated data
-    msg.content_ct = encrypt_for(rt, conv.owner_id, _place(conv.id, f"message:{msg.id}"), text)
+    msg.content_ct = encrypt_for(rt, conv.owner_id, places.message_text(conv.id, msg.id), text)
     if sources is not None:
         msg.sources_ct = encrypt_for(
-            rt, conv.owner_id, _place(conv.id, f"sources:{msg.id}"), json.dumps(sources)
+            rt, conv.owner_id, places.message_sources(conv.id, msg.id), json.dumps(sources)
         )
     conv.updated_at = utcnow()
     return msg
@@ -163,7 +163,9 @@ def answer(
             conv = Conversation(owner_id=user.id, title_ct=b"")
             session.add(conv)
             session.flush()
-            conv.title_ct = encrypt_for(rt, user.id, _place(conv.id, "title"), question[:80])
+            conv.title_ct = encrypt_for(
+                rt, user.id, places.conversation_title(conv.id), question[:80]
+            )
         history = history_of(rt, session, conv, cfg.history_turns)
         sources = retrieve(
             rt=rt,
@@ -316,7 +318,7 @@ def list_conversations(rt: Runtime, session: Session, user: User) -> list[dict[s
     return [
         {
             "id": c.id,
-            "title": decrypt_for(rt, user.id, _place(c.id, "title"), c.title_ct),
+            "title": decrypt_for(rt, user.id, places.conversation_title(c.id), c.title_ct),
             "updated_at": c.updated_at.isoformat(),
         }
         for c in rows
@@ -325,7 +327,6 @@ def list_conversations(rt: Runtime, session: Session, user: User) -> list[dict[s
 
 def show_conversation(rt: Runtime, session: Session, user: User, conv_id: str) -> dict[str, Any]:
     """A conversation's messages; each stored source is re-checked against current grants."""
-    from appliance.auth import service as users
 
     conv = own_conversation(session, user, conv_id)
     messages = (
@@ -339,13 +340,15 @@ def show_conversation(rt: Runtime, session: Session, user: User, conv_id: str) -
     cited_ids: set[str] = set()
     for m in messages:
         sources = (
-            json.loads(decrypt_for(rt, user.id, _place(conv.id, f"sources:{m.id}"), m.sources_ct))
+            json.loads(
+                decrypt_for(rt, user.id, places.message_sources(conv.id, m.id), m.sources_ct)
+            )
             if m.sources_ct
             else []
         )
         cited_ids.update(s["doc_id"] for s in sources)
         decoded.append((m, sources))
-    readable = readable_document_ids(session, cited_ids, users.principals_for(session, user))
+    readable = readable_document_ids(session, cited_ids, principals_for(session, user))
     rated = session.execute(
         select(Feedback.message_id, Feedback.rating).where(
             Feedback.user_id == user.id,
@@ -359,7 +362,7 @@ def show_conversation(rt: Runtime, session: Session, user: User, conv_id: str) -
             s if s["doc_id"] in readable else {"marker": s.get("marker"), "status": UNAVAILABLE}
             for s in sources
         ]
-        text = decrypt_for(rt, user.id, _place(conv.id, f"message:{m.id}"), m.content_ct)
+        text = decrypt_for(rt, user.id, places.message_text(conv.id, m.id), m.content_ct)
         item: dict[str, Any] = {
             "id": m.id,
             "role": m.role,
@@ -374,7 +377,7 @@ def show_conversation(rt: Runtime, session: Session, user: User, conv_id: str) -
         out.append(item)
     return {
         "id": conv.id,
-        "title": decrypt_for(rt, user.id, _place(conv.id, "title"), conv.title_ct),
+        "title": decrypt_for(rt, user.id, places.conversation_title(conv.id), conv.title_ct),
         "messages": out,
     }
 
@@ -387,7 +390,7 @@ def rename_conversation(
     if not title or len(title) > 200:
         raise InvalidInput("A title has 1-200 characters.")
     conv = own_conversation(session, user, conv_id)
-    conv.title_ct = encrypt_for(rt, user.id, _place(conv.id, "title"), title)
+    conv.title_ct = encrypt_for(rt, user.id, places.conversation_title(conv.id), title)
 
 
 def delete_conversation(session: Session, user: User, conv_id: str) -> None:

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from appliance.chat.retrieval import Source
-from appliance.errors import InvalidInput
+from appliance.core.errors import InvalidInput
 from models.protocols import ChatMessage
 
 SYSTEM_RULES = (

@@ -12,11 +12,14 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from appliance.auth import service as users
+from appliance.acl.principals import principals_for
+from appliance.acl.rules import readable_document_ids
 from appliance.auth.tables import User
+from appliance.core import places
+from appliance.core.places import DOC_KEY
+from appliance.core.runtime import Runtime
 from appliance.documents import service as docs
-from appliance.documents.tables import INDEXED, Chunk, Document, DocumentGrant
-from appliance.runtime import Runtime
+from appliance.documents.tables import Chunk, Document
 
 
 @dataclass(frozen=True)
@@ -41,23 +44,6 @@ class Source:
         return data
 
 
-def readable_document_ids(session: Session, doc_ids: set[str], principals: list[str]) -> set[str]:
-    """Of these documents, the ones indexed and granted to any of the principals (fresh)."""
-    if not doc_ids or not principals:
-        return set()
-    rows = session.execute(
-        select(Document.id)
-        .join(DocumentGrant, DocumentGrant.doc_id == Document.id)
-        .where(
-            Document.id.in_(doc_ids),
-            Document.state == INDEXED,
-            DocumentGrant.principal.in_(principals),
-        )
-        .distinct()
-    ).scalars()
-    return set(rows)
-
-
 def retrieve(
     *,
     rt: Runtime,
@@ -68,7 +54,7 @@ def retrieve(
     min_score: float,
 ) -> list[Source]:
     """The top-k passages this user may read, best first (empty when nothing matches)."""
-    principals = users.principals_for(session, user)
+    principals = principals_for(session, user)
     if not principals or not query.strip():
         return []
     vector = rt.embedder().embed([query])[0]
@@ -100,7 +86,6 @@ def retrieve(
         doc = documents.get(hit.doc_id)
         if chunk is None or doc is None:
             continue
-        place = f"chunk:{chunk.chunk_no}"
         sources.append(
             Source(
                 rank=len(sources) + 1,
@@ -110,11 +95,13 @@ def retrieve(
                 title=docs.title_of(crypto, doc),
                 page=chunk.page,
                 heading=crypto.decrypt_text(
-                    docs.DOC_KEY, doc.id, place + ":heading", chunk.heading_ct
+                    DOC_KEY, doc.id, places.chunk_heading(chunk.chunk_no), chunk.heading_ct
                 )
                 if chunk.heading_ct
                 else None,
-                text=crypto.decrypt_text(docs.DOC_KEY, doc.id, place + ":text", chunk.text_ct),
+                text=crypto.decrypt_text(
+                    DOC_KEY, doc.id, places.chunk_text(chunk.chunk_no), chunk.text_ct
+                ),
                 score=round(hit.score, 4),
             )
         )

@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session
 
 from appliance.auth.tables import User
 from appliance.chat.tables import RATINGS, Conversation, Feedback, Message
-from appliance.db import utcnow
-from appliance.errors import InvalidInput, NotFound
+from appliance.core.db import utcnow
+from appliance.core.errors import InvalidInput, NotFound
 
 NO_SUCH_ANSWER = "No such answer of yours."
 

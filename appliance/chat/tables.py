@@ -7,10 +7,7 @@ import datetime as dt
 from sqlalchemy import ForeignKey, Index, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from appliance.auth.tables import new_id
-from appliance.db import Base, utcnow
-
-CHAT_KEY = "chat"  # key-store kind: one data key per user's chat history
+from appliance.core.db import Base, new_id, utcnow
 
 
 class Conversation(Base):

@@ -31,8 +31,12 @@ from sqlalchemy import delete, select, update
 
 from appliance.admin import service as switches
 from appliance.audit import service as audit
-from appliance.crypto.envelope import Crypto
-from appliance.db import utcnow
+from appliance.core import places
+from appliance.core.crypto import Crypto
+from appliance.core.db import utcnow
+from appliance.core.errors import ApplianceError
+from appliance.core.places import DOC_KEY
+from appliance.core.runtime import Runtime
 from appliance.documents import service as docs
 from appliance.documents.tables import (
     DELETING,
@@ -45,8 +49,6 @@ from appliance.documents.tables import (
     Chunk,
     Document,
 )
-from appliance.errors import ApplianceError
-from appliance.runtime import Runtime
 from ingest.chunk import Chunk as TextChunk
 from ingest.chunk import chunk_elements
 from ingest.errors import EmptyDocument, IngestError
@@ -333,7 +335,7 @@ class IngestionWorker:
                 with rt.sessions() as session:
                     doc = session.get_one(Document, doc_id)
                     filename = docs.filename_of(rt.crypto, doc)
-                plain = rt.crypto.decrypt(docs.DOC_KEY, doc_id, "blob", rt.blobs.get(doc_id))
+                plain = rt.crypto.decrypt(DOC_KEY, doc_id, places.DOC_BLOB, rt.blobs.get(doc_id))
                 # Only the extension of the original name is reused: never a path from input.
                 suffix = PurePath(filename).suffix[:16]
                 path = tmp_dir / f"upload{suffix}"
@@ -432,7 +434,9 @@ class IngestionWorker:
                 doc.chunks_total = len(chunks)
                 doc.chunks_done = 0
                 if parsed.title:
-                    doc.title_ct = crypto.encrypt_text(docs.DOC_KEY, doc_id, "title", parsed.title)
+                    doc.title_ct = crypto.encrypt_text(
+                        DOC_KEY, doc_id, places.DOC_TITLE, parsed.title
+                    )
                 session.commit()
             self._progress(doc_id, EMBEDDING, 0, len(chunks))
             batch = rt.settings.models.embed_batch_size
@@ -441,17 +445,16 @@ class IngestionWorker:
                 vectors = embedder.embed([embed_text(c) for c in part])
                 with rt.sessions() as session:
                     for c in part:
-                        place = f"chunk:{c.chunk_no}"
                         session.add(
                             Chunk(
                                 doc_id=doc_id,
                                 chunk_no=c.chunk_no,
                                 page=c.page,
                                 text_ct=crypto.encrypt_text(
-                                    docs.DOC_KEY, doc_id, place + ":text", c.text
+                                    DOC_KEY, doc_id, places.chunk_text(c.chunk_no), c.text
                                 ),
                                 heading_ct=crypto.encrypt_text(
-                                    docs.DOC_KEY, doc_id, place + ":heading", c.heading
+                                    DOC_KEY, doc_id, places.chunk_heading(c.chunk_no), c.heading
                                 )
                                 if c.heading
                                 else None,

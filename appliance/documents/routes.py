@@ -19,12 +19,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from appliance.acl import rules
 from appliance.acl import service as acl
+from appliance.acl.principals import describe_principal, principals_for, resolve_principal
 from appliance.approvals import service as approvals
 from appliance.approvals.schemas import ApprovalRequestOut, approval_out
 from appliance.audit import service as audit
 from appliance.auth import service as users
 from appliance.auth.tables import User
+from appliance.core import places
+from appliance.core.classification import CLASSIFICATIONS, Classification
+from appliance.core.errors import InvalidInput, NotFound, PayloadTooLarge, PermissionDenied
+from appliance.core.places import DOC_KEY
+from appliance.core.runtime import Runtime
 from appliance.deps import (
     AdminUser,
     CurrentUser,
@@ -39,7 +46,6 @@ from appliance.documents import service as docs
 from appliance.documents.schemas import (
     ApprovalIn,
     ChangeOut,
-    Classification,
     ClassifyIn,
     DocumentListOut,
     DocumentOut,
@@ -50,8 +56,6 @@ from appliance.documents.schemas import (
 )
 from appliance.documents.tables import DELETING, Chunk, Document, DocumentGrant
 from appliance.documents.upload import receive
-from appliance.errors import InvalidInput, NotFound, PayloadTooLarge, PermissionDenied
-from appliance.runtime import Runtime
 
 router = protected_router(prefix="/api", tags=["documents"])
 # Requesting an approval for a document action lives here, beside the document checks it
@@ -80,7 +84,7 @@ def _doc_out(rt: Runtime, session: Session, user: User, doc: Document) -> Docume
         created_at=doc.created_at,
         indexed_at=doc.indexed_at,
         yours=doc.owner_id == user.id,
-        can_manage=acl.can_manage(session, user, doc),
+        can_manage=rules.can_manage(session, user, doc),
     )
 
 
@@ -93,7 +97,7 @@ def _grants_out(session: Session, doc_id: str) -> list[GrantOut]:
     return [
         GrantOut(
             principal=g.principal,
-            name=users.describe_principal(session, g.principal),
+            name=describe_principal(session, g.principal),
             level=g.level,
             granted_by=g.granted_by,
             created_at=g.created_at,
@@ -105,32 +109,32 @@ def _grants_out(session: Session, doc_id: str) -> list[GrantOut]:
 def _get(session: Session, doc_id: str) -> Document:
     doc = session.get(Document, doc_id)
     if doc is None or doc.state == DELETING:
-        raise NotFound(acl.NOT_FOUND)
+        raise NotFound(rules.NOT_FOUND)
     return doc
 
 
 def _seen(session: Session, user: User, doc_id: str) -> Document:
     doc = _get(session, doc_id)
-    if not acl.can_see(session, user, doc):
-        raise NotFound(acl.NOT_FOUND)
+    if not rules.can_see(session, user, doc):
+        raise NotFound(rules.NOT_FOUND)
     return doc
 
 
 def _readable(session: Session, user: User, doc_id: str) -> Document:
     doc = _get(session, doc_id)
-    if not acl.can_read(session, user, doc):
-        raise NotFound(acl.NOT_FOUND)
+    if not rules.can_read(session, user, doc):
+        raise NotFound(rules.NOT_FOUND)
     return doc
 
 
 def _managed(session: Session, user: User, doc_id: str) -> Document:
     doc = _get(session, doc_id)
-    if not acl.can_manage(session, user, doc):
-        if acl.can_see(session, user, doc):
+    if not rules.can_manage(session, user, doc):
+        if rules.can_see(session, user, doc):
             raise PermissionDenied(
                 "You may read this document but not change it. Ask someone who manages it."
             )
-        raise NotFound(acl.NOT_FOUND)
+        raise NotFound(rules.NOT_FOUND)
     return doc
 
 
@@ -165,10 +169,10 @@ def list_documents(
     Counts cover only documents you may see. Progress shows in `state`, `chunks_done` of
     `chunks_total`, and `error_reason` when ingestion failed.
     """
-    principals = users.principals_for(session, user)
+    principals = principals_for(session, user)
     rows = list(
         session.execute(
-            acl.visible_documents_query(principals).order_by(
+            rules.visible_documents_query(principals).order_by(
                 Document.created_at.desc(), Document.id
             )
         ).scalars()
@@ -224,7 +228,7 @@ def download(
         blob = rt.blobs.get(doc.id)
     except FileNotFoundError as exc:
         raise NotFound("The stored file is missing. Ask an administrator to check.") from exc
-    data = rt.crypto.decrypt(docs.DOC_KEY, doc.id, "blob", blob)
+    data = rt.crypto.decrypt(DOC_KEY, doc.id, places.DOC_BLOB, blob)
     filename = docs.filename_of(rt.crypto, doc)
     fallback = "".join(c if c.isascii() and c.isalnum() or c in "._-" else "_" for c in filename)
     audit.record(
@@ -263,15 +267,18 @@ def passage(
     ).scalar_one_or_none()
     if chunk is None:
         raise NotFound("This document has no such passage.")
-    place = f"chunk:{chunk.chunk_no}"
     return PassageOut(
         doc_id=doc.id,
         chunk_no=chunk.chunk_no,
         page=chunk.page,
-        heading=rt.crypto.decrypt_text(docs.DOC_KEY, doc.id, place + ":heading", chunk.heading_ct)
+        heading=rt.crypto.decrypt_text(
+            DOC_KEY, doc.id, places.chunk_heading(chunk.chunk_no), chunk.heading_ct
+        )
         if chunk.heading_ct
         else None,
-        text=rt.crypto.decrypt_text(docs.DOC_KEY, doc.id, place + ":text", chunk.text_ct),
+        text=rt.crypto.decrypt_text(
+            DOC_KEY, doc.id, places.chunk_text(chunk.chunk_no), chunk.text_ct
+        ),
     )
 
 
@@ -293,7 +300,7 @@ UPLOAD_SCHEMA: dict[str, Any] = {
                         },
                         "classification": {
                             "type": "string",
-                            "enum": ["public", "internal", "confidential", "personal"],
+                            "enum": list(CLASSIFICATIONS),
                         },
                     },
                 }
@@ -366,7 +373,7 @@ def _submit(
 ) -> DocumentOut:
     with rt.sessions() as session:
         user = users.get_user(session, user_id)
-        principals = [users.resolve_principal(session, g) for g in grants]
+        principals = [resolve_principal(session, g) for g in grants]
         result = docs.submit_file(
             session=session,
             crypto=rt.crypto,
@@ -409,7 +416,7 @@ def add_grant(
     admin must approve it before it takes effect.
     """
     doc = _managed(session, user, doc_id)
-    principal = users.resolve_principal(session, body.principal)
+    principal = resolve_principal(session, body.principal)
     before = _grants_out(session, doc.id)
     held = acl.grant(
         session=session,
@@ -439,7 +446,7 @@ def remove_grant(
 ) -> ChangeOut:
     """Take a grant away; it applies to the next search. The last `manage` grant stays."""
     doc = _managed(session, user, doc_id)
-    stored = users.resolve_principal(session, principal)
+    stored = resolve_principal(session, principal)
     removed = acl.revoke(session=session, index=rt.index(), doc=doc, principal=stored, actor=user)
     if not removed:
         raise NotFound("This document has no such grant.")
@@ -505,7 +512,7 @@ def create_approval(
         if not body.principal:
             raise InvalidInput("A grant request names a principal.")
         params = {
-            "principal": users.resolve_principal(session, body.principal),
+            "principal": resolve_principal(session, body.principal),
             "level": body.level,
         }
     else:
@@ -514,7 +521,7 @@ def create_approval(
         params = {"classification": body.classification}
     req = approvals.request(
         session=session,
-        doc=doc,
+        doc_id=doc.id,
         kind=body.kind,
         params=params,
         requester=admin,

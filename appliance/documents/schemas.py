@@ -8,9 +8,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.approvals.schemas import ApprovalRequestOut
+from appliance.core.classification import Classification
 
 Level = Literal["read", "manage"]
-Classification = Literal["public", "internal", "confidential", "personal"]
 ListedState = Literal["queued", "parsing", "embedding", "indexed", "failed"]
 
 

@@ -9,9 +9,14 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from appliance.audit import service as audit
-from appliance.auth.tables import User, new_id
-from appliance.crypto.envelope import Crypto
-from appliance.documents.blobs import BlobStore
+from appliance.auth.tables import User
+from appliance.core import places
+from appliance.core.blobs import BlobStore
+from appliance.core.classification import check_classification
+from appliance.core.crypto import Crypto
+from appliance.core.db import new_id
+from appliance.core.errors import InvalidInput, NotFound, PermissionDenied
+from appliance.core.places import DOC_FILENAME, DOC_KEY, DOC_TITLE
 from appliance.documents.tables import (
     DELETING,
     FAILED,
@@ -20,12 +25,9 @@ from appliance.documents.tables import (
     Chunk,
     Document,
     DocumentGrant,
+    LegalHold,
 )
-from appliance.errors import InvalidInput, NotFound, PermissionDenied
-from appliance.retention.tables import LegalHold
 from ingest.index import VectorIndex
-
-DOC_KEY = "doc"  # key-store kind of a document's data key
 
 
 @dataclass(frozen=True)
@@ -47,14 +49,14 @@ def doc_principals(session: Session, doc_id: str) -> list[str]:
 
 def filename_of(crypto: Crypto, doc: Document) -> str:
     """Decrypt a document's original filename."""
-    return crypto.decrypt_text(DOC_KEY, doc.id, "filename", doc.filename_ct)
+    return crypto.decrypt_text(DOC_KEY, doc.id, DOC_FILENAME, doc.filename_ct)
 
 
 def title_of(crypto: Crypto, doc: Document) -> str | None:
     """Decrypt a document's title, if it has one."""
     if doc.title_ct is None:
         return None
-    return crypto.decrypt_text(DOC_KEY, doc.id, "title", doc.title_ct)
+    return crypto.decrypt_text(DOC_KEY, doc.id, DOC_TITLE, doc.title_ct)
 
 
 def submit_file(
@@ -75,8 +77,7 @@ def submit_file(
     A file over the size limit, or empty, is recorded as failed with a reason (nothing is
     stored). The same content already submitted by the same owner is not stored twice.
     """
-    if classification not in ("public", "internal", "confidential", "personal"):
-        raise InvalidInput("Classification is one of public, internal, confidential, personal.")
+    check_classification(classification)
     size = path.stat().st_size
     content_mac = crypto.mac_file("document-content", path)
     existing = session.execute(
@@ -101,7 +102,7 @@ def submit_file(
     doc = Document(
         id=doc_id,
         owner_id=owner.id,
-        filename_ct=crypto.encrypt_text(DOC_KEY, doc_id, "filename", filename),
+        filename_ct=crypto.encrypt_text(DOC_KEY, doc_id, DOC_FILENAME, filename),
         content_mac=content_mac,
         size_bytes=size,
         classification=classification,
@@ -119,7 +120,7 @@ def submit_file(
         doc.error_code = "empty"
         doc.error_reason = "The file is empty. Check that you picked the right file."
     else:
-        blobs.put(doc_id, crypto.encrypt(DOC_KEY, doc_id, "blob", path.read_bytes()))
+        blobs.put(doc_id, crypto.encrypt(DOC_KEY, doc_id, places.DOC_BLOB, path.read_bytes()))
     session.add(doc)
     session.flush()
     for principal in dict.fromkeys([owner.principal, *grants]):

@@ -7,8 +7,7 @@ import datetime as dt
 from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from appliance.auth.tables import new_id
-from appliance.db import Base, utcnow
+from appliance.core.db import Base, new_id, utcnow
 
 # Ingestion states, in order. A document is visible to search only in INDEXED.
 QUEUED = "queued"
@@ -79,3 +78,16 @@ class Chunk(Base):
     page: Mapped[int | None] = mapped_column(default=None)
     heading_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     text_ct: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LegalHold(Base):
+    """A document under legal hold: no one and nothing deletes it until the hold is lifted."""
+
+    __tablename__ = "legal_holds"
+
+    doc_id: Mapped[str] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    placed_by: Mapped[str] = mapped_column(String(128))
+    placed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    reason: Mapped[str | None] = mapped_column(String(500), default=None)

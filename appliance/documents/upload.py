@@ -19,7 +19,7 @@ from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 
-from appliance.errors import InvalidInput
+from appliance.core.errors import InvalidInput
 
 MAX_FIELD_BYTES = 4096
 _NOT_MULTIPART = "Send the upload as multipart/form-data with the file in the field 'file'."

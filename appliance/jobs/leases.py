@@ -19,15 +19,8 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from appliance.errors import ApplianceError
+from appliance.core.errors import LeaseLost
 from appliance.jobs.tables import JobLease
-
-
-class LeaseLost(ApplianceError):
-    """Another process holds the lease now: the job must stop where it is."""
-
-    status_code = 409
-    code = "lease_lost"
 
 
 def new_holder() -> str:

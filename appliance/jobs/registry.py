@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.audit import service as audit
-from appliance.config import Settings
-from appliance.db import utcnow
-from appliance.errors import InvalidInput
+from appliance.core.config import Settings
+from appliance.core.db import utcnow
+from appliance.core.errors import InvalidInput, LeaseLost
+from appliance.core.runtime import Runtime
 from appliance.jobs import leases
-from appliance.runtime import Runtime
 
 Clock = Callable[[], dt.datetime]
 
@@ -154,7 +154,7 @@ def run_job(
     actor = f"system:{name}"
     try:
         counts = job.run(ctx)
-    except leases.LeaseLost:
+    except LeaseLost:
         with rt.sessions() as session:
             audit.record(
                 session,

@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 from appliance.admin import service as switches
 from appliance.admin.tables import READ_ONLY
-from appliance.db import utcnow
+from appliance.core.db import utcnow
+from appliance.core.runtime import Runtime
 from appliance.documents.ingestion import IngestionWorker
 from appliance.jobs.registry import JOBS, RunResult, due, run_job
-from appliance.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

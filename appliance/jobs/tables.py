@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from appliance.db import Base
+from appliance.core.db import Base
 
 
 class JobLease(Base):

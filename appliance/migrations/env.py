@@ -1,4 +1,4 @@
-"""Alembic environment: runs against the connection handed over by appliance.migrate."""
+"""Alembic environment: runs against the connection handed over by appliance.core.migrate."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def run_migrations_online() -> None:
     """Run migrations on the caller's connection (or a fresh engine from the URL)."""
     connection = config.attributes.get("connection")
     if connection is None:
-        from appliance.db import make_engine
+        from appliance.core.db import make_engine
 
         engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
         with engine.begin() as conn:

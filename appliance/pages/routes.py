@@ -22,11 +22,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from appliance import __version__
-from appliance.auth.service import NotAuthenticated
 from appliance.auth.tables import User
+from appliance.core.errors import NotAuthenticated
+from appliance.core.runtime import Runtime
 from appliance.deps import NowDep, RuntimeDep, SessionDep, authenticate, cookie_names
 from appliance.documents.tables import Document
-from appliance.runtime import Runtime
 
 WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
 templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))

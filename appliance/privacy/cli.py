@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from appliance.errors import InvalidInput
+from appliance.core.errors import InvalidInput
 
 out = Console()
 
@@ -28,7 +28,7 @@ def users_erase(
     the opaque user id. Documents under legal hold must be transferred."""
     from appliance.auth import service as users
     from appliance.cli import _operator, _runtime
-    from appliance.db import utcnow
+    from appliance.core.db import utcnow
     from appliance.privacy import service as privacy
 
     if documents not in ("delete", "transfer"):
@@ -73,7 +73,7 @@ def users_export(
 
     from appliance.auth import service as users
     from appliance.cli import _operator, _runtime
-    from appliance.db import utcnow
+    from appliance.core.db import utcnow
     from appliance.privacy import service as privacy
 
     if output.exists():

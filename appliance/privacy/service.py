@@ -20,18 +20,19 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
+from appliance.acl.principals import describe_principal
 from appliance.audit import service as audit
 from appliance.audit.tables import AuditEvent
 from appliance.auth import service as users
 from appliance.auth import sessions as auth_sessions
 from appliance.auth import throttle
 from appliance.auth.tables import ApiToken, AuthSession, Group, GroupMember, RecoveryCode, User
-from appliance.chat.tables import CHAT_KEY, Conversation, Feedback, Message
+from appliance.chat.tables import Conversation, Feedback, Message
+from appliance.core.errors import InvalidInput, PermissionDenied
+from appliance.core.places import CHAT_KEY
+from appliance.core.runtime import Runtime
 from appliance.documents import service as docs
-from appliance.documents.tables import DELETING, Document, DocumentGrant
-from appliance.errors import InvalidInput, PermissionDenied
-from appliance.retention.tables import LegalHold
-from appliance.runtime import Runtime
+from appliance.documents.tables import DELETING, Document, DocumentGrant, LegalHold
 
 DELETE = "delete"
 TRANSFER = "transfer"
@@ -360,7 +361,7 @@ def export_user(
                     "retain_until": _iso(d.retain_until),
                     "legal_hold": session.get(LegalHold, d.id) is not None,
                     "grants": [
-                        {"principal": users.describe_principal(session, p), "level": lvl}
+                        {"principal": describe_principal(session, p), "level": lvl}
                         for p, lvl in session.execute(
                             select(DocumentGrant.principal, DocumentGrant.level).where(
                                 DocumentGrant.doc_id == d.id

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from appliance.errors import InvalidInput
+from appliance.core.errors import InvalidInput
 
 retention_app = typer.Typer(
     help="Show and change retention policies (documents, chat, sessions, audit log).",
@@ -85,7 +85,7 @@ def retention_set(
 ) -> None:
     """Override retention policies (DAYS, or 'forever'); audited with before and after."""
     from appliance.cli import _operator, _runtime
-    from appliance.db import utcnow
+    from appliance.core.db import utcnow
     from appliance.retention import service as retention
 
     changes: dict[str, int | None] = {}
@@ -133,7 +133,7 @@ def docs_hold(
 ) -> None:
     """Put a document under legal hold: nothing deletes it until the hold is released."""
     from appliance.cli import _operator, _runtime
-    from appliance.db import utcnow
+    from appliance.core.db import utcnow
     from appliance.retention import service as retention
 
     doc_id = _doc_id(doc)

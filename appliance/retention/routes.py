@@ -9,9 +9,11 @@ from fastapi import Depends, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from appliance.acl import service as acl
+from appliance.acl import rules
 from appliance.approvals import service as approvals
 from appliance.auth.tables import User
+from appliance.core.errors import InvalidInput, NotFound, PermissionDenied
+from appliance.core.runtime import Runtime
 from appliance.deps import (
     AdminUser,
     CurrentUser,
@@ -22,8 +24,7 @@ from appliance.deps import (
     protected_router,
 )
 from appliance.documents import service as docs
-from appliance.documents.tables import DELETING, Document
-from appliance.errors import InvalidInput, NotFound, PermissionDenied
+from appliance.documents.tables import DELETING, Document, LegalHold
 from appliance.retention import service as retention
 from appliance.retention.schemas import (
     ApprovalPendingOut,
@@ -36,8 +37,6 @@ from appliance.retention.schemas import (
     RetainIn,
     RetentionStateOut,
 )
-from appliance.retention.tables import LegalHold
-from appliance.runtime import Runtime
 
 router = protected_router(prefix="/api", tags=["retention"])
 admin_router = protected_router(
@@ -78,19 +77,19 @@ def _state(session: Session, doc: Document) -> RetentionStateOut:
 def _doc(session: Session, doc_id: str) -> Document:
     doc = session.get(Document, doc_id)
     if doc is None or doc.state == DELETING:
-        raise NotFound(acl.NOT_FOUND)
+        raise NotFound(rules.NOT_FOUND)
     return doc
 
 
 def _managed(session: Session, user: User, doc_id: str) -> Document:
     doc = _doc(session, doc_id)
-    if not acl.can_manage(session, user, doc):
-        if acl.can_see(session, user, doc):
+    if not rules.can_manage(session, user, doc):
+        if rules.can_see(session, user, doc):
             raise PermissionDenied(
                 "You may read this document but not change its retention. "
                 "Ask someone who manages it."
             )
-        raise NotFound(acl.NOT_FOUND)
+        raise NotFound(rules.NOT_FOUND)
     return doc
 
 
@@ -137,7 +136,7 @@ def _hold(
         requester=admin,
         now=now,
         expiry_hours=approvals.expiry_hours(rt.settings),
-        doc=doc,
+        doc_id=doc.id if doc is not None else None,
         target=target,
     )
     session.commit()

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from appliance.core.classification import Classification
+
 
 class PolicyOverrideOut(BaseModel):
     """An admin's override of one policy."""
@@ -83,7 +85,7 @@ class BulkFilter(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    classification: Literal["public", "internal", "confidential", "personal"] | None = None
+    classification: Classification | None = None
     owner_id: str | None = Field(None, max_length=32, description="Documents this user owns.")
     created_before: dt.datetime | None = Field(
         None, description="Uploaded before this time (with a zone)."

@@ -23,25 +23,26 @@ from typing import Any
 from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
+from appliance.acl import service as acl
+from appliance.approvals import service as approvals
 from appliance.audit import service as audit
 from appliance.auth import sessions as auth_sessions
-from appliance.chat.tables import CHAT_KEY, Conversation, Message
-from appliance.config import RetentionSettings, Settings
+from appliance.chat.pipeline import decrypt_for, encrypt_for
+from appliance.chat.tables import Conversation, Message
+from appliance.core import places
+from appliance.core.classification import CLASSIFICATIONS
+from appliance.core.config import RetentionSettings, Settings
+from appliance.core.errors import InvalidInput, NotFound, PermissionDenied
+from appliance.core.places import CHAT_KEY
+from appliance.core.runtime import Runtime
 from appliance.documents import service as docs
-from appliance.documents.tables import DELETING, FAILED, INDEXED, QUEUED, Document
-from appliance.errors import InvalidInput, NotFound, PermissionDenied
-from appliance.retention.tables import LegalHold, RetentionPolicy
-from appliance.runtime import Runtime
+from appliance.documents.tables import DELETING, FAILED, INDEXED, QUEUED, Document, LegalHold
+from appliance.retention.tables import RetentionPolicy
 
 log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "system:retention"
-CLASSIFICATION_KEYS = {
-    "public": "public_days",
-    "internal": "internal_days",
-    "confidential": "confidential_days",
-    "personal": "personal_days",
-}
+CLASSIFICATION_KEYS = {name: f"{name}_days" for name in CLASSIFICATIONS}
 POLICY_KEYS = tuple(RetentionSettings.model_fields)
 # Documents the job may delete; work in progress is left to the next run.
 DELETABLE = (QUEUED, INDEXED, FAILED)
@@ -262,7 +263,6 @@ def due_documents(
 
 def delete_one(rt: Runtime, doc_id: str, *, actor: str) -> bool:
     """Delete one document through the deletion path; False if it is gone or held meanwhile."""
-    from appliance.acl import service as acl
 
     index = rt.index()
     with rt.sessions() as session:
@@ -308,7 +308,6 @@ def scrub_sources(
     Messages are read in batches by id; which documents exist is asked per batch, so a
     document uploaded (and cited) during the run is never taken for a deleted one.
     """
-    from appliance.chat.pipeline import decrypt_for, encrypt_for
 
     scrubbed, after = 0, 0
     while True:
@@ -327,7 +326,7 @@ def scrub_sources(
             for msg, owner_id in batch:
                 if not rt.crypto.has_data_key(CHAT_KEY, owner_id):
                     continue  # shredded: nothing readable is left to scrub
-                place = f"conversation:{msg.conversation_id}:sources:{msg.id}"
+                place = places.message_sources(msg.conversation_id, msg.id)
                 sources = json.loads(decrypt_for(rt, owner_id, place, msg.sources_ct or b""))
                 decoded.append((msg, owner_id, place, sources))
             cited = {
@@ -520,12 +519,10 @@ def bulk_delete(
     return report
 
 
-def _lift_hold_approved(
+def lift_hold_approved(
     session: Session, params: dict[str, Any], approver: Any, now: dt.datetime
 ) -> None:
     """Executor of an approved lift_legal_hold request."""
-    from appliance.approvals import service as approvals
-
     ctx = approvals.current()
     lift_hold(
         session=session,
@@ -535,12 +532,10 @@ def _lift_hold_approved(
     )
 
 
-def _bulk_delete_approved(
+def bulk_delete_approved(
     session: Session, params: dict[str, Any], approver: Any, now: dt.datetime
 ) -> None:
     """Executor of an approved bulk_delete request: hides each document at once."""
-    from appliance.approvals import service as approvals
-
     ctx = approvals.current()
     rt = ctx.runtime
     index = ctx.need_index()
@@ -564,12 +559,10 @@ def _bulk_delete_approved(
     )
 
 
-def _set_policy_approved(
+def set_policy_approved(
     session: Session, params: dict[str, Any], approver: Any, now: dt.datetime
 ) -> None:
     """Executor of an approved shorten_retention request: the change as it was asked."""
-    from appliance.approvals import service as approvals
-
     ctx = approvals.current()
     if ctx.runtime is None:
         raise InvalidInput("Approving a retention change needs the running appliance.")
@@ -581,14 +574,3 @@ def _set_policy_approved(
         actor=ctx.requester.principal,
         now=now,
     )
-
-
-def _register() -> None:
-    from appliance.approvals import service as approvals
-
-    approvals.register(approvals.LIFT_LEGAL_HOLD, _lift_hold_approved)
-    approvals.register(approvals.BULK_DELETE, _bulk_delete_approved)
-    approvals.register(approvals.SHORTEN_RETENTION, _set_policy_approved)
-
-
-_register()

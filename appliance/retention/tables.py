@@ -1,26 +1,13 @@
-"""Legal holds on documents and the admin-edited retention policy overrides."""
+"""The admin-edited retention policy overrides (legal holds live with documents)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from appliance.db import Base, utcnow
-
-
-class LegalHold(Base):
-    """A document under legal hold: no one and nothing deletes it until the hold is lifted."""
-
-    __tablename__ = "legal_holds"
-
-    doc_id: Mapped[str] = mapped_column(
-        ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
-    )
-    placed_by: Mapped[str] = mapped_column(String(128))
-    placed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    reason: Mapped[str | None] = mapped_column(String(500), default=None)
+from appliance.core.db import Base, utcnow
 
 
 class RetentionPolicy(Base):

@@ -251,7 +251,7 @@ def _write_inventory(
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from appliance.crypto.envelope import Keyring;"
+            "import sys; from pathlib import Path; from appliance.core.crypto import Keyring;"
             " Keyring.generate().save(Path(sys.argv[1]))",
             str(kek),
         ]

@@ -30,9 +30,9 @@ import uvicorn
 from playwright.sync_api import Browser as PwBrowser
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Playwright, sync_playwright
 
-from appliance.bootstrap import init
+from appliance.auth.bootstrap import init
+from appliance.core.runtime import Runtime, open_runtime
 from appliance.main import create_app
-from appliance.runtime import Runtime, open_runtime
 from tests.fixtures.app import make_settings
 
 CHROMIUM = "/usr/bin/chromium"

@@ -34,16 +34,19 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import select
 
+from appliance.acl import rules
 from appliance.acl import service as acl
+from appliance.acl.principals import add_member, principals_for, remove_member
 from appliance.auth import service as users
 from appliance.auth.tables import Group, User
 from appliance.chat.retrieval import retrieve
-from appliance.db import utcnow
+from appliance.core.db import utcnow
+from appliance.core.errors import InvalidInput
+from appliance.core.places import DOC_KEY
+from appliance.core.runtime import Runtime
 from appliance.documents import service as docs
 from appliance.documents.ingestion import IngestionWorker, Parser
 from appliance.documents.tables import EMBEDDING, INDEXED, Chunk, Document
-from appliance.errors import InvalidInput
-from appliance.runtime import Runtime
 from ingest.index import ChunkPoint
 
 N_USERS = 3
@@ -141,9 +144,7 @@ class AclMachine(RuleBasedStateMachine):
                         doc_id=doc_id,
                         chunk_no=n,
                         page=n + 1,
-                        text_ct=rt.crypto.encrypt_text(
-                            docs.DOC_KEY, doc_id, f"chunk:{n}:text", text
-                        ),
+                        text_ct=rt.crypto.encrypt_text(DOC_KEY, doc_id, f"chunk:{n}:text", text),
                     )
                 )
             s.flush()
@@ -292,11 +293,11 @@ class AclMachine(RuleBasedStateMachine):
                 self.active[uid] = active
             elif (gid, uid) in self.members:
                 Stats.step("remove_member")
-                assert users.remove_member(s, group_id=gid, user_id=uid, actor=OPERATOR)
+                assert remove_member(s, group_id=gid, user_id=uid, actor=OPERATOR)
                 self.members.discard((gid, uid))
             else:
                 Stats.step("add_member")
-                assert users.add_member(s, group_id=gid, user_id=uid, actor=OPERATOR)
+                assert add_member(s, group_id=gid, user_id=uid, actor=OPERATOR)
                 self.members.add((gid, uid))
             s.commit()
 
@@ -336,14 +337,14 @@ class AclMachine(RuleBasedStateMachine):
                 user = loaded[uid]
                 readable = self.model_readable(uid)
                 chunks = set().union(*(self.chunks[d] for d in readable))
-                principals = users.principals_for(s, user)
+                principals = principals_for(s, user)
                 assert set(principals) == self.model_principals(uid)
                 if principals:
                     hits = index.search(self.query_vector, principals, k=100)
                     assert {(h.doc_id, h.chunk_no) for h in hits} == chunks
                 sources = retrieve(rt=rt, session=s, user=user, query=QUERY, k=60, min_score=-1.0)
                 assert {(x.doc_id, x.chunk_no) for x in sources} == chunks
-                listed = s.execute(acl.readable_documents_query(principals)).scalars()
+                listed = s.execute(rules.readable_documents_query(principals)).scalars()
                 assert {d.id for d in listed} == readable
             s.rollback()
         Stats.check_seconds += time.perf_counter() - started

@@ -15,11 +15,13 @@ import numpy.typing as npt
 import pytest
 from sqlalchemy import select
 
+from appliance.acl import rules
 from appliance.acl import service as acl
+from appliance.acl.principals import principals_for
 from appliance.auth import service as users
 from appliance.auth.tables import User
+from appliance.core.runtime import EMBED_DIMENSION, Runtime
 from appliance.documents.tables import INDEXED, Document, DocumentGrant
-from appliance.runtime import EMBED_DIMENSION, Runtime
 from ingest.index import ChunkPoint, VectorIndex
 from ingest.qdrant_edge import QdrantEdgeIndex
 from tests.fixtures.app import add_user
@@ -105,8 +107,8 @@ def test_filtered_top10_equals_an_exact_scan_of_the_readers_chunks(
     rt = runtime
     doc_ids, vectors, readable, reader_id = _corpus(rt)
     with rt.sessions() as s:
-        principals = users.principals_for(s, s.get_one(User, reader_id))
-        listed = {d.id for d in s.execute(acl.readable_documents_query(principals)).scalars()}
+        principals = principals_for(s, s.get_one(User, reader_id))
+        listed = {d.id for d in s.execute(rules.readable_documents_query(principals)).scalars()}
     assert listed == set(readable)
     assert len(readable) / N_DOCS == 0.01
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 
 from appliance.audit.tables import AuditEvent
-from appliance.runtime import Runtime
+from appliance.core.runtime import Runtime
 from tests.fixtures.app import inline_worker, submit
 from tests.fixtures.auth import make_user
 

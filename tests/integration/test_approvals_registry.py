@@ -18,9 +18,9 @@ from appliance.approvals.tables import APPROVED, PENDING
 from appliance.audit import service as audit
 from appliance.audit.tables import AuditEvent
 from appliance.auth.tables import User
-from appliance.config import Settings
-from appliance.errors import InvalidInput, NotFound, PermissionDenied
-from appliance.runtime import Runtime
+from appliance.core.config import Settings
+from appliance.core.errors import InvalidInput, NotFound, PermissionDenied
+from appliance.core.runtime import Runtime
 
 NOW = dt.datetime(2026, 5, 4, 12, 0, tzinfo=dt.UTC)
 KIND = "test_count_kind"

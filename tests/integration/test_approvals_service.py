@@ -14,9 +14,9 @@ from appliance.approvals.tables import APPROVED, EXPIRED, PENDING
 from appliance.audit import service as audit
 from appliance.audit.tables import AuditEvent
 from appliance.auth.tables import User
+from appliance.core.errors import InvalidInput, NotFound, PermissionDenied
+from appliance.core.runtime import Runtime
 from appliance.documents.tables import Document, DocumentGrant
-from appliance.errors import InvalidInput, NotFound, PermissionDenied
-from appliance.runtime import Runtime
 from tests.fixtures.app import inline_worker, submit
 
 NOW = dt.datetime(2026, 5, 4, 12, 0, tzinfo=dt.UTC)

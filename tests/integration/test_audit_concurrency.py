@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from appliance.audit import service as audit
 from appliance.audit.tables import AuditEvent
-from appliance.runtime import Runtime
+from appliance.core.runtime import Runtime
 
 
 def test_concurrent_audit_writers_keep_one_chain(runtime: Runtime) -> None:

@@ -15,8 +15,8 @@ from sqlalchemy import select
 
 from appliance.audit import service as audit
 from appliance.audit.tables import AuditEvent
-from appliance.crypto import rotation
-from appliance.runtime import Runtime
+from appliance.core.runtime import Runtime
+from appliance.keys import rotation
 from models.fakes import FakeGenerator
 from tests.fixtures.app import inline_worker
 from tests.fixtures.auth import Account, Browser, Clock, make_user

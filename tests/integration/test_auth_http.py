@@ -15,9 +15,9 @@ from appliance.approvals import service as approvals
 from appliance.audit import service as audit
 from appliance.audit.tables import AuditEvent
 from appliance.auth import passwords, service, sessions
-from appliance.auth.service import GENERIC_FAILURE, Client
+from appliance.auth.signin import GENERIC_FAILURE, Client
 from appliance.auth.tables import AuthSession, User
-from appliance.runtime import Runtime
+from appliance.core.runtime import Runtime
 from tests.fixtures.auth import GOOD_PASSWORD, Account, Browser, Clock, make_user
 
 NEW_PASSWORD = "seven quiet herons over the weir"

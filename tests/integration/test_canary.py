@@ -22,10 +22,11 @@ from sqlalchemy import select
 
 from appliance.auth import service as users
 from appliance.chat import pipeline
-from appliance.chat.tables import CHAT_KEY, Conversation, Message
+from appliance.chat.tables import Conversation, Message
+from appliance.core.places import CHAT_KEY
+from appliance.core.runtime import Runtime
 from appliance.documents import service as docs
 from appliance.documents.tables import Chunk, Document
-from appliance.runtime import Runtime
 from models.fakes import FakeGenerator
 from tests.fixtures.app import inline_worker, submit
 from tests.fixtures.documents import make_docx, make_pdf

@@ -11,9 +11,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from appliance.auth.tables import User
+from appliance.core.runtime import Runtime
 from appliance.deps import current_user
 from appliance.main import create_app
-from appliance.runtime import Runtime
 from models.fakes import FakeGenerator
 from tests.fixtures.app import add_user, inline_worker, submit
 
@@ -191,7 +191,8 @@ def test_deleting_a_user_erases_their_conversations_and_shreds_the_key(
     app: FastAPI, client: TestClient, runtime: Runtime, browser_factory: object
 ) -> None:
     from appliance.auth import service as users
-    from appliance.chat.tables import CHAT_KEY, Conversation
+    from appliance.chat.tables import Conversation
+    from appliance.core.places import CHAT_KEY
     from tests.fixtures.auth import make_user
 
     as_user(app, runtime, "bob")

@@ -16,8 +16,8 @@ from sqlalchemy import delete, select
 from appliance.audit.tables import AuditEvent
 from appliance.chat import pipeline
 from appliance.chat.tables import Message
+from appliance.core.runtime import Runtime
 from appliance.documents.tables import DocumentGrant
-from appliance.runtime import Runtime
 from models.fakes import FakeGenerator
 from tests.fixtures.app import add_user, inline_worker, submit
 
@@ -137,7 +137,7 @@ def test_conversations_are_private_and_encrypted(chat_rt: Runtime) -> None:
     events = _ask(chat_rt, "alice", "How do I book flights? unique-question-7781")
     conv = events[0].data["id"]
     from appliance.auth import service as users
-    from appliance.errors import NotFound
+    from appliance.core.errors import NotFound
 
     with chat_rt.sessions() as s:
         alice = users.get_user_by_name(s, "alice")
@@ -239,7 +239,7 @@ def test_generation_timeout_cuts_the_answer_off(chat_rt: Runtime) -> None:
 
 
 def test_queue_full_is_a_clear_error(chat_rt: Runtime) -> None:
-    from appliance.chat.queue import QueueFull
+    from appliance.core.errors import QueueFull
 
     chat_rt._generator = FakeGenerator("ok [1]")
     from appliance.auth import service as users

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from appliance.auth import service as users
-from appliance.bootstrap import init
+from appliance.auth.bootstrap import init
 from appliance.chat import pipeline
 from appliance.chat.retrieval import retrieve
-from appliance.config import Settings
-from appliance.runtime import Runtime, open_runtime
+from appliance.core.config import Settings
+from appliance.core.runtime import Runtime, open_runtime
 from tests.fixtures.app import (
     add_user,
     inline_worker,

@@ -20,9 +20,9 @@ from sqlalchemy import select
 from appliance.audit.tables import AuditEvent
 from appliance.auth import service as users
 from appliance.chat.tables import Message
+from appliance.core.runtime import Runtime
 from appliance.deps import current_user
 from appliance.main import create_app
-from appliance.runtime import Runtime
 from models.fakes import FakeGenerator
 from tests.fixtures.app import add_user, inline_worker, submit
 

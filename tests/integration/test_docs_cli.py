@@ -10,10 +10,10 @@ from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
 from appliance.audit.tables import AuditEvent
-from appliance.bootstrap import InitReport
+from appliance.auth.bootstrap import InitReport
 from appliance.cli import app
-from appliance.config import Settings
-from appliance.runtime import open_runtime
+from appliance.core.config import Settings
+from appliance.core.runtime import open_runtime
 from models.fakes import FakeEmbedder
 from tests.fixtures.app import add_user, inline_worker, instance_env, submit
 

@@ -14,10 +14,11 @@ from typing import Any
 from sqlalchemy import select
 
 from appliance.acl import service as acl
+from appliance.acl.principals import add_member
 from appliance.audit.tables import AuditEvent
-from appliance.config import Settings
+from appliance.core.config import Settings
+from appliance.core.runtime import Runtime
 from appliance.documents.tables import Document
-from appliance.runtime import Runtime
 from tests.fixtures.app import inline_worker, submit
 from tests.fixtures.auth import Account, signed_in
 
@@ -386,7 +387,7 @@ def test_granting_to_a_group_the_admin_is_in_is_a_self_grant(
 
     with runtime.sessions() as s:
         group = users.create_group(s, name="board", actor="operator:test")
-        users.add_member(s, group_id=group.id, user_id=root.user.id, actor="operator:test")
+        add_member(s, group_id=group.id, user_id=root.user.id, actor="operator:test")
         s.commit()
     doc_id = _document(runtime, tmp_path, owner="bob", classification="confidential")
     as_root = signed_in(browser_factory, root)

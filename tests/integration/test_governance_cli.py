@@ -19,10 +19,10 @@ from appliance.approvals import service as approvals
 from appliance.audit import service as audit
 from appliance.auth.tables import User
 from appliance.cli import app
-from appliance.db import utcnow
+from appliance.core.db import utcnow
+from appliance.core.errors import InvalidInput, Maintenance, PermissionDenied
+from appliance.core.runtime import Runtime
 from appliance.documents.tables import Document
-from appliance.errors import InvalidInput, Maintenance, PermissionDenied
-from appliance.runtime import Runtime
 from tests.fixtures.app import instance_env
 
 

@@ -21,10 +21,10 @@ from appliance.admin import service as switches
 from appliance.audit import service as audit
 from appliance.audit.tables import AuditEvent
 from appliance.auth.tables import User
-from appliance.config import Settings
+from appliance.core.config import Settings
+from appliance.core.runtime import Runtime, open_runtime
 from appliance.documents.tables import QUEUED, Document
 from appliance.main import create_app
-from appliance.runtime import Runtime, open_runtime
 from models.fakes import FakeGenerator
 from tests.fixtures.app import inline_worker, submit
 from tests.fixtures.auth import ORIGIN, Account, Browser, Clock, make_user

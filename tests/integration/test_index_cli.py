@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from appliance.audit.tables import AuditEvent
-from appliance.runtime import open_runtime
+from appliance.core.runtime import open_runtime
 from tests.fixtures.app import inline_worker, instance_env, make_settings, run_cli, submit
 
 

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from sqlalchemy import select, update
 
+from appliance.acl.principals import principals_for
 from appliance.audit import service as audit
 from appliance.auth import service as users
+from appliance.core.runtime import Runtime
 from appliance.documents import service as docs
 from appliance.documents.tables import Chunk, Document
-from appliance.runtime import Runtime
 from ingest.index import ChunkPoint
 from tests.fixtures.app import add_user, inline_worker, submit
 
@@ -26,7 +27,7 @@ MARKER = "Zebrafish-Quokka-7731"
 
 def _principals(rt: Runtime, username: str) -> list[str]:
     with rt.sessions() as s:
-        return users.principals_for(s, users.get_user_by_name(s, username))
+        return principals_for(s, users.get_user_by_name(s, username))
 
 
 def _visible_docs(rt: Runtime, principals: list[str], query: str = "policy") -> set[str]:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from appliance.audit.tables import AuditEvent
 from appliance.auth.passwords import verify_password
 from appliance.auth.tables import User
-from appliance.db import make_engine
+from appliance.core.db import make_engine
 from tests.fixtures.app import instance_env
 
 pytestmark = pytest.mark.slow

@@ -14,11 +14,11 @@ from sqlalchemy import select
 from appliance.admin import service as switches
 from appliance.admin.tables import READ_ONLY
 from appliance.audit.tables import AuditEvent
-from appliance.db import utcnow
+from appliance.core.db import utcnow
+from appliance.core.runtime import Runtime
 from appliance.jobs import registry
 from appliance.jobs.registry import Job
 from appliance.jobs.runner import JobRunner
-from appliance.runtime import Runtime
 from tests.fixtures.app import instance_env
 
 
@@ -97,9 +97,9 @@ def test_runner_thread_runs_jobs_and_stops(
 TWO_PROCESSES = """
 import sys, time
 from pathlib import Path
-from appliance.config import get_settings
+from appliance.core.config import get_settings
 from appliance.jobs import registry
-from appliance.runtime import open_runtime
+from appliance.core.runtime import open_runtime
 
 def slow(ctx):
     with open(sys.argv[1], "a") as fh:

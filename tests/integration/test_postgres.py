@@ -17,13 +17,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select
 
-from appliance import migrate
 from appliance.chat.retrieval import retrieve
-from appliance.config import Settings
-from appliance.db import make_engine
+from appliance.core import migrate
+from appliance.core.config import Settings
+from appliance.core.db import make_engine
+from appliance.core.runtime import Runtime
 from appliance.documents.tables import Document
 from appliance.models_registry import metadata
-from appliance.runtime import Runtime
 from tests.fixtures.app import add_user, inline_worker, make_settings, submit
 from tests.fixtures.auth import Account, Browser
 

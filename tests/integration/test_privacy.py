@@ -22,13 +22,14 @@ from appliance.auth.tables import (
     User,
 )
 from appliance.chat import pipeline
-from appliance.chat.tables import CHAT_KEY, Conversation
-from appliance.db import utcnow
+from appliance.chat.tables import Conversation
+from appliance.core.db import utcnow
+from appliance.core.errors import InvalidInput, PermissionDenied
+from appliance.core.places import CHAT_KEY
+from appliance.core.runtime import Runtime
 from appliance.documents.tables import Document, DocumentGrant
-from appliance.errors import InvalidInput, PermissionDenied
 from appliance.privacy import service as privacy
 from appliance.retention import service as retention
-from appliance.runtime import Runtime
 from models.fakes import FakeGenerator
 from tests.fixtures.app import inline_worker, submit
 from tests.fixtures.auth import Account, signed_in

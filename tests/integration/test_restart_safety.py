@@ -19,7 +19,7 @@ import numpy as np
 import psutil
 import pytest
 
-from appliance.runtime import open_runtime
+from appliance.core.runtime import open_runtime
 from tests.fixtures.app import instance_env, make_settings, run_cli
 from tests.fixtures.documents import filler_pages, make_pdf
 

@@ -28,15 +28,15 @@ from appliance.auth import service as users
 from appliance.auth import sessions as auth_sessions
 from appliance.auth.tables import AuthSession
 from appliance.chat import pipeline
-from appliance.chat.tables import CHAT_KEY, Conversation, Message
-from appliance.db import utcnow
-from appliance.documents.tables import Chunk, Document, DocumentGrant
-from appliance.errors import PermissionDenied
+from appliance.chat.tables import Conversation, Message
+from appliance.core.db import utcnow
+from appliance.core.errors import LeaseLost, PermissionDenied
+from appliance.core.places import CHAT_KEY
+from appliance.core.runtime import Runtime
+from appliance.documents.tables import Chunk, Document, DocumentGrant, LegalHold
 from appliance.jobs import leases, registry
 from appliance.jobs.registry import Job, run_job
 from appliance.retention import service as retention
-from appliance.retention.tables import LegalHold
-from appliance.runtime import Runtime
 from models.fakes import FakeGenerator
 from tests.fixtures.app import inline_worker, instance_env, submit
 from tests.integration.test_canary import scan
@@ -468,7 +468,7 @@ def test_lease_expires_and_a_dead_holder_is_taken_over(runtime: Runtime) -> None
     assert leases.acquire(
         rt.sessions, name="x", holder="me", now=now + dt.timedelta(seconds=61), ttl=60
     )
-    with pytest.raises(leases.LeaseLost):
+    with pytest.raises(LeaseLost):
         leases.renew(rt.sessions, name="x", holder="otherhost:1:a", now=now, ttl=60)
     # A holder on this host whose process is gone is replaced at once.
     child = subprocess.Popen([sys.executable, "-c", "pass"])  # noqa: S603
@@ -511,10 +511,10 @@ def test_cleanup_job_is_audited_with_counts(runtime: Runtime) -> None:
 
 CRASH_SCRIPT = """
 import os, signal, sys
-from appliance.config import get_settings
+from appliance.core.config import get_settings
 from appliance.documents import service as docs
 from appliance.jobs.registry import run_job
-from appliance.runtime import open_runtime
+from appliance.core.runtime import open_runtime
 
 real_finish = docs.finish_delete
 calls = 0

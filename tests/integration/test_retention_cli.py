@@ -11,13 +11,12 @@ from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
 from appliance.audit.tables import AuditEvent
+from appliance.auth.bootstrap import InitReport
 from appliance.auth.tables import User
-from appliance.bootstrap import InitReport
 from appliance.cli import app
-from appliance.config import Settings
-from appliance.documents.tables import Document
-from appliance.retention.tables import LegalHold
-from appliance.runtime import Runtime, open_runtime
+from appliance.core.config import Settings
+from appliance.core.runtime import Runtime, open_runtime
+from appliance.documents.tables import Document, LegalHold
 from models.fakes import FakeEmbedder
 from tests.fixtures.app import add_user, inline_worker, instance_env, submit
 

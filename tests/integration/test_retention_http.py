@@ -12,10 +12,9 @@ from sqlalchemy import select
 
 from appliance.approvals.tables import ApprovalRequest
 from appliance.audit.tables import AuditEvent
-from appliance.documents.tables import Document
+from appliance.core.runtime import Runtime
+from appliance.documents.tables import Document, LegalHold
 from appliance.jobs.registry import run_job
-from appliance.retention.tables import LegalHold
-from appliance.runtime import Runtime
 from tests.fixtures.app import inline_worker, submit
 from tests.fixtures.auth import Account, Browser, Clock, signed_in
 

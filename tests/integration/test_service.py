@@ -13,9 +13,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from appliance.config import Settings
+from appliance.core.config import Settings
+from appliance.core.runtime import Runtime
 from appliance.main import create_app
-from appliance.runtime import Runtime
 from tests.fixtures.app import instance_env
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from appliance.crypto.check import check_keys
-from appliance.crypto.envelope import Crypto, open_crypto
+from appliance.core.crypto import Crypto, open_crypto
+from appliance.core.errors import KeyMissing
+from appliance.core.runtime import Runtime, open_runtime
 from appliance.documents import service as docs
 from appliance.documents.tables import Document
-from appliance.errors import KeyMissing
-from appliance.runtime import Runtime, open_runtime
+from appliance.keys.check import check_keys
 from tests.fixtures.app import inline_worker, make_settings, submit
 from tests.fixtures.documents import make_docx, make_markdown, make_pdf
 

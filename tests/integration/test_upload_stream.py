@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from appliance.config import Settings
+from appliance.core.config import Settings
+from appliance.core.errors import PayloadTooLarge
+from appliance.core.runtime import Runtime
 from appliance.documents import upload
 from appliance.documents.tables import Document
-from appliance.errors import PayloadTooLarge
-from appliance.runtime import Runtime
 from tests.fixtures.auth import Account, Browser, signed_in
 
 BOUNDARY = "----appliance-test-boundary"

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from appliance.audit import service as audit
 from appliance.auth.tables import User
-from appliance.crypto.envelope import Crypto, Keyring
+from appliance.core.crypto import Crypto, Keyring
 from appliance.models_registry import metadata
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from appliance.audit import service as audit
 from appliance.audit.tables import AuditEvent
-from appliance.crypto.envelope import Crypto, Keyring
-from appliance.errors import InvalidInput
+from appliance.core.crypto import Crypto, Keyring
+from appliance.core.errors import InvalidInput
 from appliance.models_registry import metadata
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from appliance.chat.citations import CitationFilter, clean_answer
 from appliance.chat.prompt import fit, quote_source, render
-from appliance.chat.queue import FairScheduler, QueueFull
 from appliance.chat.retrieval import Source
+from appliance.core.errors import QueueFull
+from appliance.core.scheduler import FairScheduler
 
 
 def test_invented_markers_are_removed_and_real_ones_kept() -> None:

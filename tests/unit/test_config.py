@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import check_safety, get_settings, masked_dump
-from appliance.errors import UnsafeConfiguration
+from appliance.core.config import check_safety, get_settings, masked_dump
+from appliance.core.errors import UnsafeConfiguration
 from tests.fixtures.app import make_settings
 
 
@@ -52,7 +52,7 @@ def test_unknown_setting_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_every_setting_is_described() -> None:
     from pydantic import BaseModel
 
-    from appliance.config import Settings
+    from appliance.core.config import Settings
 
     def walk(model: type[BaseModel], prefix: str) -> list[str]:
         missing = []

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.crypto.envelope import Crypto, Keyring, open_crypto
-from appliance.errors import CryptoError, KeyMissing, UnsafeConfiguration
+from appliance.core.crypto import Crypto, Keyring, open_crypto
+from appliance.core.errors import CryptoError, KeyMissing, UnsafeConfiguration
 
 
 @pytest.fixture

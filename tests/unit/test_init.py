@@ -8,11 +8,11 @@ from pathlib import Path
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
+from appliance.auth.bootstrap import init
 from appliance.auth.passwords import verify_password
 from appliance.auth.tables import User
-from appliance.bootstrap import init
-from appliance.config import Settings
-from appliance.db import make_engine
+from appliance.core.config import Settings
+from appliance.core.db import make_engine
 
 
 def test_init_creates_everything_once(settings: Settings) -> None:

@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 from appliance.audit import service as audit
 from appliance.audit.tables import AuditEvent
 from appliance.chat.tables import Conversation
-from appliance.config import Settings
-from appliance.crypto import rotation
-from appliance.crypto.check import check_keys
-from appliance.crypto.envelope import Crypto, Keyring, open_crypto
+from appliance.core.config import Settings
+from appliance.core.crypto import Crypto, Keyring, open_crypto
+from appliance.core.errors import InvalidInput, KeyMissing, NotFound, UnsafeConfiguration
+from appliance.core.runtime import Runtime, open_runtime
 from appliance.documents.tables import Document
-from appliance.errors import InvalidInput, KeyMissing, NotFound, UnsafeConfiguration
-from appliance.runtime import Runtime, open_runtime
+from appliance.keys import rotation
+from appliance.keys.check import check_keys
 from tests.fixtures.app import add_user, instance_env, submit
 
 

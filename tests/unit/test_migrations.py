@@ -7,8 +7,8 @@ from pathlib import Path
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from appliance import migrate
-from appliance.db import make_engine
+from appliance.core import migrate
+from appliance.core.db import make_engine
 from appliance.models_registry import metadata
 
 

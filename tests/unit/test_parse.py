@@ -146,7 +146,7 @@ def test_missing_language_model_fails_clearly_without_downloading(
     from unstructured.nlp import tokenize
 
     monkeypatch.setattr(tokenize, "_SPACY_MODEL_NAME", "en_core_web_absent_for_test")
-    monkeypatch.setattr(parse, "_nlp_checked", False)
+    monkeypatch.setattr("ingest.parse.office._nlp_checked", False)
     path = make_docx(documents_dir / "policy.docx")
     with pytest.raises(IngestError) as caught:
         parse_file(path, max_bytes=LIMIT)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.auth import passwords
-from appliance.errors import InvalidInput
+from appliance.core.errors import InvalidInput
 
 
 def test_hash_is_argon2id_and_verifies() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import appliance.db
+import appliance.core.db
 
 revision = "0001"
 down_revision = None
@@ -23,7 +23,7 @@ def upgrade() -> None:
     op.create_table(
         "audit_events",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("ts", appliance.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("ts", appliance.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("actor", sa.String(length=128), nullable=False),
         sa.Column("client", sa.String(length=64), nullable=True),
         sa.Column("action", sa.String(length=64), nullable=False),
@@ -42,7 +42,7 @@ def upgrade() -> None:
         "groups",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("name", sa.String(length=64), nullable=False),
-        sa.Column("created_at", appliance.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", appliance.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_groups")),
         sa.UniqueConstraint("name", name=op.f("uq_groups_name")),
     )
@@ -54,7 +54,7 @@ def upgrade() -> None:
         sa.Column("password_hash", sa.String(length=255), nullable=False),
         sa.Column("must_change_password", sa.Boolean(), nullable=False),
         sa.Column("is_active", sa.Boolean(), nullable=False),
-        sa.Column("created_at", appliance.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", appliance.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("username", name=op.f("uq_users_username")),
     )
@@ -76,9 +76,9 @@ def upgrade() -> None:
         sa.Column("error_reason", sa.Text(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("claimed_by", sa.String(length=128), nullable=True),
-        sa.Column("created_at", appliance.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", appliance.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("indexed_at", appliance.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", appliance.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", appliance.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("indexed_at", appliance.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["owner_id"], ["users.id"], name=op.f("fk_documents_owner_id_users")
         ),
@@ -133,7 +133,7 @@ def upgrade() -> None:
         sa.Column("principal", sa.String(length=64), nullable=False),
         sa.Column("level", sa.String(length=8), nullable=False),
         sa.Column("granted_by", sa.String(length=64), nullable=True),
-        sa.Column("created_at", appliance.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", appliance.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["doc_id"],
             ["documents.id"],

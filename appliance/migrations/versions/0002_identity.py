@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import appliance.db
+import appliance.core.db
 
 revision = "0002"
 down_revision = "0001"
@@ -23,8 +23,8 @@ def upgrade() -> None:
         "auth_throttle",
         sa.Column("key", sa.String(length=160), nullable=False),
         sa.Column("failures", sa.Integer(), nullable=False),
-        sa.Column("last_failure_at", appliance.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("locked_until", appliance.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_failure_at", appliance.core.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("locked_until", appliance.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("key", name=op.f("pk_auth_throttle")),
     )
     op.create_table(
@@ -34,10 +34,10 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("scopes", sa.String(length=64), nullable=False),
-        sa.Column("created_at", appliance.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", appliance.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("last_used_at", appliance.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("revoked_at", appliance.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", appliance.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", appliance.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_used_at", appliance.core.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", appliance.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["user_id"], ["users.id"], name=op.f("fk_api_tokens_user_id_users"), ondelete="CASCADE"
         ),
@@ -55,9 +55,9 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(length=32), nullable=False),
         sa.Column("kind", sa.String(length=8), nullable=False),
         sa.Column("stage", sa.String(length=16), nullable=True),
-        sa.Column("created_at", appliance.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("last_seen_at", appliance.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", appliance.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", appliance.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_seen_at", appliance.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", appliance.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("client", sa.String(length=64), nullable=True),
         sa.Column("user_agent", sa.String(length=200), nullable=True),
         sa.ForeignKeyConstraint(
@@ -80,8 +80,8 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("user_id", sa.String(length=32), nullable=False),
         sa.Column("code_hash", sa.String(length=255), nullable=False),
-        sa.Column("created_at", appliance.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("used_at", appliance.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", appliance.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("used_at", appliance.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["user_id"],
             ["users.id"],
@@ -106,7 +106,9 @@ def upgrade() -> None:
             )
         )
         batch_op.add_column(
-            sa.Column("password_changed_at", appliance.db.UTCDateTime(timezone=True), nullable=True)
+            sa.Column(
+                "password_changed_at", appliance.core.db.UTCDateTime(timezone=True), nullable=True
+            )
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import appliance.db
+import appliance.core.db
 
 revision = "0003"
 down_revision = "0002"
@@ -24,8 +24,8 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("owner_id", sa.String(length=32), nullable=False),
         sa.Column("title_ct", sa.LargeBinary(), nullable=False),
-        sa.Column("created_at", appliance.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", appliance.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", appliance.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", appliance.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["owner_id"],
             ["users.id"],
@@ -46,7 +46,7 @@ def upgrade() -> None:
         sa.Column("content_ct", sa.LargeBinary(), nullable=False),
         sa.Column("sources_ct", sa.LargeBinary(), nullable=True),
         sa.Column("model", sa.String(length=128), nullable=True),
-        sa.Column("created_at", appliance.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", appliance.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["conversation_id"],
             ["conversations.id"],

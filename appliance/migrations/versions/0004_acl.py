@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import appliance.db
+import appliance.core.db
 
 revision = "0004"
 down_revision = "0003"
@@ -28,11 +28,11 @@ def upgrade() -> None:
         sa.Column("params", sa.Text(), nullable=False),
         sa.Column("reason", sa.String(length=500), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
-        sa.Column("created_at", appliance.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", appliance.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", appliance.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", appliance.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("decided_by", sa.String(length=32), nullable=True),
-        sa.Column("decided_at", appliance.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("executed_at", appliance.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("decided_at", appliance.core.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("executed_at", appliance.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["doc_id"],
             ["documents.id"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import appliance.db
+import appliance.core.db
 
 revision = "0005"
 down_revision = "0004"
@@ -24,7 +24,7 @@ def upgrade() -> None:
         sa.Column("message_id", sa.Integer(), nullable=False),
         sa.Column("user_id", sa.String(length=32), nullable=False),
         sa.Column("rating", sa.String(length=16), nullable=False),
-        sa.Column("created_at", appliance.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", appliance.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["message_id"],
             ["messages.id"],

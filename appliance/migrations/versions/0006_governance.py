@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import appliance.db
+import appliance.core.db
 
 revision = "0006"
 down_revision = "0005"
@@ -24,7 +24,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=32), nullable=False),
         sa.Column("on", sa.Boolean(), nullable=False),
         sa.Column("changed_by", sa.String(length=128), nullable=True),
-        sa.Column("changed_at", appliance.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("changed_at", appliance.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("reason", sa.String(length=500), nullable=True),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_system_switches")),
     )

@@ -1,8 +1,9 @@
-"""Database engine, sessions and the declarative base."""
+"""Database engine, sessions, the declarative base, ids and the clock."""
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -32,7 +33,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            raise ValueError("naive datetime given to the database; use appliance.db.utcnow()")
+            raise ValueError("naive datetime given to the database; use appliance.core.db.utcnow()")
         return value.astimezone(dt.UTC)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
@@ -48,6 +49,11 @@ class Base(DeclarativeBase):
 
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {dt.datetime: UTCDateTime()}
+
+
+def new_id() -> str:
+    """A random, unguessable identifier (uuid4 hex) for every domain's rows."""
+    return uuid.uuid4().hex
 
 
 def utcnow() -> dt.datetime:

@@ -10,13 +10,14 @@ from sqlalchemy import inspect, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from appliance import migrate
 from appliance.auth import service as users
 from appliance.auth.tables import User
-from appliance.config import Settings, check_safety
-from appliance.crypto.envelope import Keyring, open_crypto
-from appliance.db import make_engine
-from appliance.errors import UnsafeConfiguration
+from appliance.core import migrate
+from appliance.core.config import Settings, check_safety
+from appliance.core.crypto import Keyring, open_crypto
+from appliance.core.db import make_engine
+from appliance.core.errors import UnsafeConfiguration
+from appliance.core.places import MAC_OWNER, SYSTEM_KIND
 
 FIRST_ADMIN = "admin"
 
@@ -55,7 +56,7 @@ def init(settings: Settings, *, admin_username: str = FIRST_ADMIN) -> InitReport
     check_safety(settings)
     _make_private_dir(settings.keystore_path)
     crypto = open_crypto(settings.key_file, settings.keystore_path)
-    crypto.create_data_key("system", "mac")
+    crypto.create_data_key(SYSTEM_KIND, MAC_OWNER)
 
     engine = make_engine(settings.database_url)
     try:

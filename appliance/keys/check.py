@@ -10,15 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from appliance.auth.tables import User
-from appliance.chat.tables import CHAT_KEY, Conversation
-from appliance.crypto.envelope import Crypto
-from appliance.documents.service import DOC_KEY
+from appliance.chat.tables import Conversation
+from appliance.core.crypto import Crypto
+from appliance.core.errors import ApplianceError
+from appliance.core.places import CHAT_KEY, DOC_KEY, FIELDS_OWNER, MAC_OWNER, SYSTEM_KIND
 from appliance.documents.tables import DELETING, Document
-from appliance.errors import ApplianceError
-
-SYSTEM_KIND = "system"
-MAC_OWNER = "mac"
-FIELDS_OWNER = "fields"
 
 
 @dataclass

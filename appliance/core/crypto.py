@@ -30,7 +30,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from appliance.errors import CryptoError, KeyMissing, UnsafeConfiguration
+from appliance.core.errors import CryptoError, KeyMissing, UnsafeConfiguration
+from appliance.core.places import MAC_OWNER, SYSTEM_KIND
 
 FORMAT_VERSION = b"\x01"
 NONCE_BYTES = 12
@@ -415,12 +416,12 @@ class Crypto:
 
     def mac(self, purpose: str, data: bytes) -> str:
         """Keyed hash (HMAC-SHA256) for equality checks without a plain, guessable hash."""
-        key = self.create_data_key("system", "mac")
+        key = self.create_data_key(SYSTEM_KIND, MAC_OWNER)
         return hmac.new(key, purpose.encode() + b"\x00" + data, hashlib.sha256).hexdigest()
 
     def mac_file(self, purpose: str, path: Path) -> str:
         """Keyed hash of a file's content, streamed."""
-        key = self.create_data_key("system", "mac")
+        key = self.create_data_key(SYSTEM_KIND, MAC_OWNER)
         h = hmac.new(key, purpose.encode() + b"\x00", hashlib.sha256)
         with path.open("rb") as fh:
             while block := fh.read(1 << 20):

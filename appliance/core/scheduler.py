@@ -12,14 +12,7 @@ import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from appliance.errors import ApplianceError
-
-
-class QueueFull(ApplianceError):
-    """The user already has as many questions waiting as allowed."""
-
-    status_code = 429
-    code = "queue_full"
+from appliance.core.errors import QueueFull
 
 
 @dataclass(eq=False)

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from appliance.chat.queue import FairScheduler
-from appliance.config import Settings, check_safety
-from appliance.crypto.envelope import Crypto, open_crypto
-from appliance.db import make_engine, make_session_factory
-from appliance.documents.blobs import BlobStore
-from appliance.errors import IndexUnavailable, ModelUnavailable
+from appliance.core.blobs import BlobStore
+from appliance.core.config import Settings, check_safety
+from appliance.core.crypto import Crypto, open_crypto
+from appliance.core.db import make_engine, make_session_factory
+from appliance.core.errors import IndexUnavailable, ModelUnavailable
+from appliance.core.scheduler import FairScheduler
 
 if TYPE_CHECKING:
     from ingest.index import VectorIndex

@@ -19,8 +19,8 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from appliance.audit import service as audit
-from appliance.crypto.envelope import KEY_BYTES, Crypto, Keyring, open_lock_file
-from appliance.errors import ApplianceError, InvalidInput, NotFound, UnsafeConfiguration
+from appliance.core.crypto import KEY_BYTES, Crypto, Keyring, open_lock_file
+from appliance.core.errors import ApplianceError, InvalidInput, NotFound, UnsafeConfiguration
 
 ROTATION_LOCK = ".rotation.lock"
 ProgressFn = Callable[[int, int], None]  # done, total

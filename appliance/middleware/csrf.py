@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from appliance.config import Settings
-from appliance.db import utcnow
+from appliance.core.config import Settings
+from appliance.core.db import utcnow
 from appliance.deps import CSRF_HEADER, UNSAFE_METHODS, cookie_names
 
 

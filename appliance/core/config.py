@@ -20,7 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from appliance.errors import UnsafeConfiguration
+from appliance.core.classification import Classification
+from appliance.core.errors import UnsafeConfiguration
 
 CONFIG_ENV = "APPLIANCE_CONFIG"
 DEFAULT_CONFIG = Path("/etc/appliance/appliance.toml")
@@ -108,8 +109,8 @@ class IngestSettings(_Section):
     chunk_overlap_tokens: int = Field(
         40, ge=0, le=120, description="Tokens repeated from the previous chunk of a section."
     )
-    default_classification: Literal["public", "internal", "confidential", "personal"] = Field(
-        "internal", description="Classification given to a new document."
+    default_classification: Classification = Field(
+        Classification.INTERNAL, description="Classification given to a new document."
     )
     poll_seconds: float = Field(
         1.0, gt=0, description="How often the worker looks for queued documents."

@@ -1,0 +1,454 @@
+"""The sign-in flow: password, second factor, enrolment, password change, sign-out.
+
+The sign-in steps return a `Step`: the next stage and the session (pre or full) to hand out.
+Failures raise `SignInFailed` with one generic message after counting the failure; the
+caller commits before answering, so the count survives the failed request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from appliance.audit import service as audit
+from appliance.auth import sessions, throttle, totp
+from appliance.auth.passwords import (
+    check_policy,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
+from appliance.auth.tables import AuthSession, RecoveryCode, User
+from appliance.core import places
+from appliance.core.config import AuthSettings
+from appliance.core.crypto import Crypto
+from appliance.core.errors import (
+    GENERIC_SIGN_IN_FAILURE,
+    InvalidInput,
+    SignInFailed,
+)
+from appliance.core.places import FIELDS_KIND, FIELDS_OWNER
+
+GENERIC_FAILURE = GENERIC_SIGN_IN_FAILURE
+
+
+# -- sign-in -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """What a person needs to add the account to an authenticator app (shown once)."""
+
+    secret: str
+    uri: str
+    qr_svg: str
+
+
+@dataclass(frozen=True)
+class Step:
+    """The outcome of a sign-in step: what comes next, and the session to hand out."""
+
+    stage: str  # "totp" | "enrol" | "password" | "done"
+    user: User
+    issued: sessions.Issued
+    enrolment: Enrolment | None = None
+    recovery_codes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who is calling: address and user agent, for throttling and the session list."""
+
+    address: str
+    user_agent: str | None = None
+
+
+def _secret(crypto: Crypto, user: User) -> str:
+    if user.totp_secret_enc is None:
+        raise SignInFailed()
+    plain = crypto.decrypt(
+        FIELDS_KIND, FIELDS_OWNER, places.totp_secret(user.id), user.totp_secret_enc
+    )
+    return plain.decode("ascii")
+
+
+def _fail(
+    session: Session,
+    *,
+    username: str,
+    user: User | None,
+    client: Client,
+    now: dt.datetime,
+    settings: AuthSettings,
+    reason: str,
+) -> SignInFailed:
+    """Count and audit a failure; return the generic error for the caller to raise."""
+    locked = throttle.record_failure(
+        session, username=username, client=client.address, now=now, settings=settings
+    )
+    actor = f"user:{user.id}" if user is not None else "anonymous"
+    audit.record(
+        session,
+        actor=actor,
+        action="auth.failure",
+        target=f"user:{user.id}" if user is not None else None,
+        outcome="denied",
+        client=client.address,
+        details={"reason": reason},
+    )
+    for key in locked:
+        audit.record(
+            session,
+            actor="system",
+            action="auth.lockout",
+            target=(f"user:{user.id}" if user is not None and key.startswith("account:") else None),
+            outcome="locked",
+            client=client.address,
+            details={"scope": key.split(":", 1)[0], "minutes": settings.lockout_minutes},
+        )
+    return SignInFailed()
+
+
+def _next_stage(
+    session: Session,
+    *,
+    crypto: Crypto,
+    user: User,
+    after_password: bool,
+    now: dt.datetime,
+    settings: AuthSettings,
+    client: Client,
+) -> Step:
+    """Issue the session for whatever the user must do next."""
+    enrolment = None
+    if after_password and user.totp_enrolled:
+        stage = "totp"
+    elif after_password:
+        stage = "enrol"
+        secret = totp.new_secret()
+        crypto.create_data_key(FIELDS_KIND, FIELDS_OWNER)
+        user.totp_secret_enc = crypto.encrypt(
+            FIELDS_KIND, FIELDS_OWNER, places.totp_secret(user.id), secret.encode("ascii")
+        )
+        uri = totp.provisioning_uri(secret, username=user.username, issuer=settings.totp_issuer)
+        enrolment = Enrolment(secret=secret, uri=uri, qr_svg=totp.qr_svg(uri))
+    elif user.must_change_password:
+        stage = "password"
+    else:
+        stage = "done"
+    issued = sessions.issue(
+        session,
+        user_id=user.id,
+        kind=sessions.FULL if stage == "done" else sessions.PRE,
+        stage=None if stage == "done" else stage,
+        now=now,
+        settings=settings,
+        client=client.address,
+        user_agent=client.user_agent,
+    )
+    if stage == "done":
+        throttle.clear_account(session, username=user.username)
+        audit.record(
+            session,
+            actor=f"user:{user.id}",
+            action="auth.login",
+            target=f"session:{issued.row.id}",
+            client=client.address,
+        )
+    return Step(stage=stage, user=user, issued=issued, enrolment=enrolment)
+
+
+def sign_in_password(
+    session: Session,
+    *,
+    crypto: Crypto,
+    username: str,
+    password: str,
+    client: Client,
+    now: dt.datetime,
+    settings: AuthSettings,
+) -> Step:
+    """First step: check the password; then a pre session for the second factor."""
+    if throttle.is_blocked(
+        session, username=username, client=client.address, now=now, settings=settings
+    ):
+        raise _throttled(session, client=client)
+    user = session.execute(
+        select(User).where(func.lower(User.username) == username.strip().lower())
+    ).scalar_one_or_none()
+    ok = verify_password(user.password_hash if user is not None else None, password)
+    if user is None or not ok or not user.is_active:
+        raise _fail(
+            session,
+            username=username,
+            user=user,
+            client=client,
+            now=now,
+            settings=settings,
+            reason="password" if user is None or not ok else "disabled",
+        )
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    return _next_stage(
+        session,
+        crypto=crypto,
+        user=user,
+        after_password=True,
+        now=now,
+        settings=settings,
+        client=client,
+    )
+
+
+def _throttled(session: Session, *, client: Client) -> SignInFailed:
+    """Audit a refused attempt (not counted, so a lockout is not extended)."""
+    audit.record(
+        session,
+        actor="anonymous",
+        action="auth.failure",
+        outcome="denied",
+        client=client.address,
+        details={"reason": "throttled"},
+    )
+    return SignInFailed()
+
+
+def pre_session_user(session: Session, pre: AuthSession, stage: str) -> User:
+    """The user of a pre session that is at `stage`; SignInFailed otherwise."""
+    user = session.get(User, pre.user_id)
+    if pre.kind != sessions.PRE or pre.stage != stage or user is None or not user.is_active:
+        raise SignInFailed("This sign-in step is not pending. Start again with your password.")
+    return user
+
+
+def consume_step(session: Session, *, user_id: str, step: int) -> bool:
+    """Record a TOTP time step as used; exactly one of concurrent callers gets True."""
+    result = session.execute(
+        update(User)
+        .where(User.id == user_id, User.totp_last_step < step)
+        .values(totp_last_step=step)
+        .execution_options(synchronize_session=False)
+    )
+    return getattr(result, "rowcount", 0) == 1
+
+
+def consume_recovery_code(session: Session, *, user_id: str, code: str, now: dt.datetime) -> bool:
+    """Use one of the user's unused recovery codes; each works once."""
+    unused = session.execute(
+        select(RecoveryCode).where(RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None))
+    ).scalars()
+    for row in unused:
+        if totp.recovery_code_matches(row.code_hash, code):
+            result = session.execute(
+                update(RecoveryCode)
+                .where(RecoveryCode.id == row.id, RecoveryCode.used_at.is_(None))
+                .values(used_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            return getattr(result, "rowcount", 0) == 1
+    return False
+
+
+def sign_in_second_factor(
+    session: Session,
+    *,
+    crypto: Crypto,
+    pre: AuthSession,
+    code: str | None,
+    recovery_code: str | None,
+    client: Client,
+    now: dt.datetime,
+    settings: AuthSettings,
+) -> Step:
+    """Second step: a TOTP code (each accepted once) or a recovery code (each used once)."""
+    user = pre_session_user(session, pre, "totp")
+    if throttle.is_blocked(
+        session, username=user.username, client=client.address, now=now, settings=settings
+    ):
+        raise _throttled(session, client=client)
+    if code:
+        step = totp.match_step(
+            _secret(crypto, user), code, now.timestamp(), drift=settings.totp_drift_steps
+        )
+        ok = step is not None and consume_step(session, user_id=user.id, step=step)
+        reason = "totp"
+    elif recovery_code:
+        ok = consume_recovery_code(session, user_id=user.id, code=recovery_code, now=now)
+        reason = "recovery_code"
+    else:
+        raise InvalidInput("Send a code from the authenticator app, or a recovery code.")
+    if not ok:
+        raise _fail(
+            session,
+            username=user.username,
+            user=user,
+            client=client,
+            now=now,
+            settings=settings,
+            reason=reason,
+        )
+    if recovery_code:
+        left = session.execute(
+            select(func.count())
+            .select_from(RecoveryCode)
+            .where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
+        ).scalar_one()
+        audit.record(
+            session,
+            actor=f"user:{user.id}",
+            action="auth.recovery_code",
+            target=f"user:{user.id}",
+            client=client.address,
+            details={"remaining": left},
+        )
+    sessions.end(session, session_id=pre.id)
+    return _next_stage(
+        session,
+        crypto=crypto,
+        user=user,
+        after_password=False,
+        now=now,
+        settings=settings,
+        client=client,
+    )
+
+
+def confirm_enrolment(
+    session: Session,
+    *,
+    crypto: Crypto,
+    pre: AuthSession,
+    code: str,
+    client: Client,
+    now: dt.datetime,
+    settings: AuthSettings,
+) -> Step:
+    """Finish enrolment with a valid code; returns ten recovery codes (shown once)."""
+    user = pre_session_user(session, pre, "enrol")
+    if throttle.is_blocked(
+        session, username=user.username, client=client.address, now=now, settings=settings
+    ):
+        raise _throttled(session, client=client)
+    step = totp.match_step(
+        _secret(crypto, user), code, now.timestamp(), drift=settings.totp_drift_steps
+    )
+    if step is None or not consume_step(session, user_id=user.id, step=step):
+        raise _fail(
+            session,
+            username=user.username,
+            user=user,
+            client=client,
+            now=now,
+            settings=settings,
+            reason="enrol",
+        )
+    user.totp_enrolled = True
+    codes = totp.new_recovery_codes()
+    session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+    session.add_all(
+        RecoveryCode(user_id=user.id, code_hash=totp.hash_recovery_code(c), created_at=now)
+        for c in codes
+    )
+    sessions.end(session, session_id=pre.id)
+    session.flush()
+    audit.record(
+        session,
+        actor=f"user:{user.id}",
+        action="auth.totp_enrol",
+        target=f"user:{user.id}",
+        client=client.address,
+    )
+    step_result = _next_stage(
+        session,
+        crypto=crypto,
+        user=user,
+        after_password=False,
+        now=now,
+        settings=settings,
+        client=client,
+    )
+    return Step(
+        stage=step_result.stage,
+        user=user,
+        issued=step_result.issued,
+        recovery_codes=codes,
+    )
+
+
+def change_password(
+    session: Session,
+    *,
+    user: User,
+    old: str,
+    new: str,
+    client: Client,
+    now: dt.datetime,
+    settings: AuthSettings,
+) -> Step:
+    """Change a password (old one required); ends every session, then signs this one in."""
+    if throttle.is_blocked(
+        session, username=user.username, client=client.address, now=now, settings=settings
+    ):
+        raise _throttled(session, client=client)
+    if not verify_password(user.password_hash, old):
+        raise _fail(
+            session,
+            username=user.username,
+            user=user,
+            client=client,
+            now=now,
+            settings=settings,
+            reason="password_change",
+        )
+    check_policy(new, username=user.username)
+    if verify_password(user.password_hash, new):
+        raise InvalidInput("The new password must differ from the current one.")
+    user.password_hash = hash_password(new)
+    user.must_change_password = False
+    user.password_changed_at = now
+    sessions.end_all(session, user_id=user.id)
+    session.flush()
+    audit.record(
+        session,
+        actor=f"user:{user.id}",
+        action="auth.password_change",
+        target=f"user:{user.id}",
+        client=client.address,
+    )
+    issued = sessions.issue(
+        session,
+        user_id=user.id,
+        kind=sessions.FULL,
+        stage=None,
+        now=now,
+        settings=settings,
+        client=client.address,
+        user_agent=client.user_agent,
+    )
+    return Step(stage="done", user=user, issued=issued)
+
+
+def sign_out(session: Session, *, row: AuthSession, client: Client) -> None:
+    """End the caller's session."""
+    sessions.end(session, session_id=row.id)
+    audit.record(
+        session,
+        actor=f"user:{row.user_id}",
+        action="auth.logout",
+        target=f"session:{row.id}",
+        client=client.address,
+    )
+
+
+def recovery_codes_left(session: Session, *, user_id: str) -> int:
+    """How many unused recovery codes a user has."""
+    return int(
+        session.execute(
+            select(func.count())
+            .select_from(RecoveryCode)
+            .where(RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None))
+        ).scalar_one()
+    )
