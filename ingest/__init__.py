@@ -1,4 +1,12 @@
-"""Ingestion: files to elements (unstructured) to chunks to embeddings to the vector index."""
+"""Ingestion: files to elements (unstructured) to chunks to embeddings to the vector index.
+
+    parse/          a file to elements (package: detect, office, pdf, ocr, ...)
+    chunk.py        elements to chunks                errors.py   the IngestError tree
+    index.py        the VectorIndex Protocol and its data types
+    qdrant_common.py, qdrant_edge.py, qdrant_server.py   the Qdrant backends
+
+Of our own code this package imports ``models`` at most, never ``appliance``.
+"""
 
 import os
 

@@ -25,6 +25,7 @@ from ingest.index import (
     checked_vector,
     hidden_payload,
 )
+from ingest.qdrant_common import QdrantDocumentWrites
 
 _UPSERT_BATCH = 512
 
@@ -65,7 +66,7 @@ class EdgeTuning:
     max_indexing_threads: int = 0
 
 
-class QdrantEdgeIndex:
+class QdrantEdgeIndex(QdrantDocumentWrites):
     """A VectorIndex on a Qdrant Edge shard stored in ``path``, created on first use."""
 
     def __init__(self, path: Path, dimension: int, *, tuning: EdgeTuning | None = None) -> None:
@@ -113,27 +114,6 @@ class QdrantEdgeIndex:
                 self._shard.update(
                     qe.UpdateOperation.upsert_points(batch[start : start + _UPSERT_BATCH])
                 )
-
-    def publish(self, doc_id: str, principals: Sequence[str]) -> None:
-        """Set the principals of all the document's points in one operation."""
-        self._set_principals(
-            checked_doc_id(doc_id), checked_principals(principals, allow_empty=True)
-        )
-
-    def hide(self, doc_id: str) -> None:
-        """Empty the principals of all the document's points in one operation."""
-        self._set_principals(checked_doc_id(doc_id), [])
-
-    def delete_document(self, doc_id: str) -> None:
-        """Hide all the document's points, then remove them."""
-        checked_doc_id(doc_id)
-        with self._lock, self._engine("delete a document"):
-            # Hidden first: should the removal stop half-way, what is left is invisible and
-            # still listed by document_ids() for the orphan cleanup.
-            self._shard.update(
-                qe.UpdateOperation.set_payload_by_filter(_doc_filter(doc_id), {PRINCIPALS: []})
-            )
-            self._shard.update(qe.UpdateOperation.delete_points_by_filter(_doc_filter(doc_id)))
 
     def search(self, vector: Sequence[float], principals: Sequence[str], k: int) -> list[Hit]:
         """Return the k nearest visible chunks whose principals intersect the caller's."""
@@ -223,12 +203,13 @@ class QdrantEdgeIndex:
             finally:
                 self._shard.close()
 
-    def _set_principals(self, doc_id: str, principals: list[str]) -> None:
-        operation = qe.UpdateOperation.set_payload_by_filter(
-            _doc_filter(doc_id), {PRINCIPALS: principals}
+    def _set_doc_principals(self, doc_id: str, principals: list[str]) -> None:
+        self._shard.update(
+            qe.UpdateOperation.set_payload_by_filter(_doc_filter(doc_id), {PRINCIPALS: principals})
         )
-        with self._lock, self._engine("change a document's permissions"):
-            self._shard.update(operation)
+
+    def _delete_doc_points(self, doc_id: str) -> None:
+        self._shard.update(qe.UpdateOperation.delete_points_by_filter(_doc_filter(doc_id)))
 
     def _config(self) -> qe.EdgeConfig:
         tuning = self._tuning

@@ -23,6 +23,7 @@ from ingest.index import (
     checked_vector,
     hidden_payload,
 )
+from ingest.qdrant_common import QdrantDocumentWrites
 
 _UPSERT_BATCH = 256
 _SCROLL_PAGE = 1024
@@ -33,7 +34,7 @@ _HNSW = models.HnswConfigDiff(m=16, ef_construct=100, payload_m=16, full_scan_th
 _HNSW_EF = 128
 
 
-class QdrantServerIndex:
+class QdrantServerIndex(QdrantDocumentWrites):
     """A VectorIndex on one collection of a Qdrant server, created with its indexes if missing."""
 
     def __init__(
@@ -96,27 +97,6 @@ class QdrantServerIndex:
                 self._client.upsert(
                     self.collection, points=structs[start : start + _UPSERT_BATCH], wait=True
                 )
-
-    def publish(self, doc_id: str, principals: Sequence[str]) -> None:
-        """Set the principals of all the document's points in one operation."""
-        self._set_principals(
-            checked_doc_id(doc_id), checked_principals(principals, allow_empty=True)
-        )
-
-    def hide(self, doc_id: str) -> None:
-        """Empty the principals of all the document's points in one operation."""
-        self._set_principals(checked_doc_id(doc_id), [])
-
-    def delete_document(self, doc_id: str) -> None:
-        """Hide all the document's points, then remove them."""
-        checked_doc_id(doc_id)
-        with self._lock, self._engine("delete a document"):
-            # Hidden first: should the removal stop half-way, what is left is invisible and
-            # still listed by document_ids() for the orphan cleanup.
-            self._client.set_payload(
-                self.collection, payload={PRINCIPALS: []}, points=_doc_filter(doc_id), wait=True
-            )
-            self._client.delete(self.collection, points_selector=_doc_filter(doc_id), wait=True)
 
     def search(self, vector: Sequence[float], principals: Sequence[str], k: int) -> list[Hit]:
         """Return the k nearest visible chunks whose principals intersect the caller's."""
@@ -186,14 +166,13 @@ class QdrantServerIndex:
             if self._owns_client:
                 self._client.close()
 
-    def _set_principals(self, doc_id: str, principals: list[str]) -> None:
-        with self._lock, self._engine("change a document's permissions"):
-            self._client.set_payload(
-                self.collection,
-                payload={PRINCIPALS: principals},
-                points=_doc_filter(doc_id),
-                wait=True,
-            )
+    def _set_doc_principals(self, doc_id: str, principals: list[str]) -> None:
+        self._client.set_payload(
+            self.collection, payload={PRINCIPALS: principals}, points=_doc_filter(doc_id), wait=True
+        )
+
+    def _delete_doc_points(self, doc_id: str) -> None:
+        self._client.delete(self.collection, points_selector=_doc_filter(doc_id), wait=True)
 
     def _ensure_collection(self) -> None:
         if not self._client.collection_exists(self.collection):
