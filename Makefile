@@ -50,6 +50,7 @@ test: setup ## Set up and run every test (what CI runs)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 	$(MAKE) ansible-test
 
@@ -59,10 +60,11 @@ test-fast: setup ## Unit tests only, no real models or subprocesses (the edit lo
 e2e: setup ## Browser journeys in Debian's Chromium (screenshots in test-artifacts/)
 	$(VENV)/bin/pytest -q -m e2e tests/e2e $(PYTEST_ARGS)
 
-lint: setup ## ruff and mypy
+lint: setup ## ruff, mypy and the import contracts (lint-imports: the rings stay rings)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 format: setup ## Apply ruff formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .

@@ -16,12 +16,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
+from appliance.acl import rules
 from appliance.auth import sessions, tokens
 from appliance.auth.tables import ApiToken, AuthSession, User
 from appliance.core.config import AuthSettings
 from appliance.core.db import utcnow
-from appliance.core.errors import NotAuthenticated, PermissionDenied
+from appliance.core.errors import NotAuthenticated, NotFound, PermissionDenied
 from appliance.core.runtime import Runtime
+from appliance.documents.tables import DELETING, Document
 
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -164,3 +166,54 @@ def protected_router(**kw: Any) -> APIRouter:
     """An APIRouter whose every route requires a signed-in user (add more dependencies freely)."""
     dependencies = [Depends(current_user), *kw.pop("dependencies", [])]
     return APIRouter(dependencies=dependencies, **kw)
+
+
+# -- resource guards: the document a route acts on, checked by the one read rule ----------
+
+
+def _live_document(session: Session, doc_id: str) -> Document:
+    doc = session.get(Document, doc_id)
+    if doc is None or doc.state == DELETING:
+        raise NotFound(rules.NOT_FOUND)
+    return doc
+
+
+def visible_document(doc_id: str, user: CurrentUser, session: SessionDep) -> Document:
+    """The document at ``{doc_id}`` if the caller may see it (readable, or an upload they
+    manage); otherwise 404, the same answer as for a document that does not exist."""
+    doc = _live_document(session, doc_id)
+    if not rules.can_see(session, user, doc):
+        raise NotFound(rules.NOT_FOUND)
+    return doc
+
+
+def readable_document(doc_id: str, user: CurrentUser, session: SessionDep) -> Document:
+    """The document at ``{doc_id}`` if the caller may read its content now; otherwise 404."""
+    doc = _live_document(session, doc_id)
+    if not rules.can_read(session, user, doc):
+        raise NotFound(rules.NOT_FOUND)
+    return doc
+
+
+def managed_document(session: Session, user: User, doc_id: str) -> Document:
+    """The document if the caller may manage it; 403 if they only read it, else 404."""
+    doc = _live_document(session, doc_id)
+    if not rules.can_manage(session, user, doc):
+        if rules.can_see(session, user, doc):
+            raise PermissionDenied(
+                "You may read this document but not change it. Ask someone who manages it."
+            )
+        raise NotFound(rules.NOT_FOUND)
+    return doc
+
+
+def _managed_document(doc_id: str, user: CurrentUser, session: SessionDep) -> Document:
+    return managed_document(session, user, doc_id)
+
+
+VisibleDocument = Annotated[Document, Depends(visible_document)]
+"""The ``{doc_id}`` of the path, visible to the caller (metadata only)."""
+ReadableDocument = Annotated[Document, Depends(readable_document)]
+"""The ``{doc_id}`` of the path, readable by the caller (content, passages, download)."""
+ManagedDocument = Annotated[Document, Depends(_managed_document)]
+"""The ``{doc_id}`` of the path, managed by the caller (grants, classification, deletion)."""

@@ -11,15 +11,15 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from appliance import __version__
+from appliance import __version__, wiring
 from appliance.admin.routes import router as admin_system_router
 from appliance.approvals.routes import router as approvals_router
 from appliance.audit.routes import router as audit_router
-from appliance.auth.routes import admin_router as auth_admin_router
+from appliance.auth.admin_routes import admin_router as auth_admin_router
 from appliance.auth.routes import router as auth_router
 from appliance.chat.routes import router as chat_router
 from appliance.core.config import Settings
-from appliance.core.errors import ApplianceError
+from appliance.core.errors import LIBRARY_ERRORS, ApplianceError, translate
 from appliance.core.runtime import Runtime, open_runtime
 from appliance.documents.routes import router as documents_router
 from appliance.jobs.runner import JobRunner
@@ -52,6 +52,7 @@ def create_app(
     settings: Settings, *, runtime: Runtime | None = None, background: bool | None = None
 ) -> FastAPI:
     """Build the app; heavy objects are created once in the lifespan and kept on app.state."""
+    wiring.install()
     run_background = settings.server.workers_embedded if background is None else background
 
     @asynccontextmanager
@@ -101,6 +102,16 @@ def create_app(
         return JSONResponse(
             {"error": exc.code, "message": exc.message}, status_code=exc.status_code
         )
+
+    async def library_error(_request: Request, exc: Exception) -> JSONResponse:
+        """A model, index or parser error that escaped its adapter: translated, never a 500."""
+        err = translate(exc)
+        return JSONResponse(
+            {"error": err.code, "message": err.message}, status_code=err.status_code
+        )
+
+    for root in LIBRARY_ERRORS:  # one handler per library root (core.errors's table)
+        app.add_exception_handler(root, library_error)
 
     @app.get("/healthz", tags=["health"])
     def healthz(request: Request) -> dict[str, object]:

@@ -10,14 +10,14 @@ from __future__ import annotations
 from appliance.acl import service as acl
 from appliance.approvals import actions
 from appliance.approvals import service as approvals
-from appliance.audit import service as audit
+from appliance.audit import query as audit_query
 from appliance.auth import service as users
 from appliance.retention import service as retention
 
 
 def install() -> None:
     """Register the audit name lookup and every approval kind's executor (idempotent)."""
-    audit.set_actor_names(users.principal_name)
+    audit_query.set_actor_names(users.principal_name)
     approvals.register("grant", acl.approved_change)
     approvals.register("classify", acl.approved_change)
     approvals.register(approvals.MAKE_ADMIN, actions.make_admin)

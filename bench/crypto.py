@@ -32,7 +32,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from appliance.crypto.envelope import Crypto  # noqa: E402
+from appliance.core.crypto import Crypto  # noqa: E402
 
 QUESTIONS = (
     "How do employees book flights?",
@@ -169,11 +169,11 @@ def run(
 ) -> dict[str, Any]:
     """Ingest the corpus and ask the questions on a fresh instance; return the timings."""
     from appliance.auth import service as users
-    from appliance.bootstrap import init
+    from appliance.auth.bootstrap import init
     from appliance.chat import pipeline
+    from appliance.core.runtime import open_runtime
     from appliance.documents import service as docs
     from appliance.documents.ingestion import IngestionWorker, Parser
-    from appliance.runtime import open_runtime
     from models.fakes import FakeGenerator
     from tests.fixtures.app import make_settings
 

@@ -42,9 +42,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from appliance.auth import service as users
-    from appliance.bootstrap import init
+    from appliance.auth.bootstrap import init
     from appliance.chat import pipeline
-    from appliance.runtime import open_runtime
+    from appliance.core.runtime import open_runtime
     from models.generator import LlamaCppGenerator
     from models.manifest import SMOLLM2_NAME, bundled_models
     from models.protocols import ChatMessage

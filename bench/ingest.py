@@ -58,9 +58,9 @@ def main() -> None:
     parser.add_argument("--pages-per-pdf", type=int, default=10, help="pages in each PDF")
     args = parser.parse_args()
 
-    from appliance.bootstrap import init
+    from appliance.auth.bootstrap import init
+    from appliance.core.runtime import open_runtime
     from appliance.documents.ingestion import IngestionWorker, embed_text
-    from appliance.runtime import open_runtime
     from ingest.chunk import chunk_elements
     from ingest.index import ChunkPoint
     from ingest.parse import parse_file

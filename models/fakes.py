@@ -136,6 +136,7 @@ class FakeGenerator:
         temperature: float = 0.2,
         stop: Sequence[str] = (),
         cancel: threading.Event | None = None,
+        repeat_penalty: float = 1.0,
     ) -> Generator[str, None, None]:
         """Yield the answer word by word (the pieces join to the answer), at most max_tokens."""
         if max_tokens < 1:
@@ -148,6 +149,8 @@ class FakeGenerator:
                 f"The prompt has {prompt_tokens} tokens but {self.name!r} runs with a context "
                 f"of {self.context_length}."
             )
+        if repeat_penalty < 1.0:
+            raise ModelError(f"repeat_penalty must be at least 1.0, got {repeat_penalty}.")
         with self._lock:
             index = len(self.calls)
             self.calls.append(FakeCall(tuple(messages), max_tokens, temperature, tuple(stop)))

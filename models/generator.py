@@ -125,6 +125,7 @@ class LlamaCppGenerator:
         temperature: float = 0.2,
         stop: Sequence[str] = (),
         cancel: threading.Event | None = None,
+        repeat_penalty: float = 1.0,
     ) -> Generator[str, None, None]:
         """Yield answer text as llama.cpp produces it; at most `max_tokens` tokens."""
         if max_tokens < 1:
@@ -140,7 +141,11 @@ class LlamaCppGenerator:
                 f"The prompt has {len(prompt)} tokens but {self.name!r} runs with a context of "
                 f"{self.context_length}; send fewer or shorter sources or turns."
             )
-        return self._generate(prompt, rendered, max_tokens, temperature, list(stop), cancel)
+        if repeat_penalty < 1.0:
+            raise ModelError(f"repeat_penalty must be at least 1.0, got {repeat_penalty}.")
+        return self._generate(
+            prompt, rendered, max_tokens, temperature, list(stop), cancel, repeat_penalty
+        )
 
     def _generate(
         self,
@@ -150,6 +155,7 @@ class LlamaCppGenerator:
         temperature: float,
         stop: list[str],
         cancel: threading.Event | None,
+        repeat_penalty: float = 1.0,
     ) -> Generator[str, None, None]:
         with self._lock:
             chunks = cast(
@@ -158,6 +164,7 @@ class LlamaCppGenerator:
                     prompt=prompt,
                     max_tokens=max_tokens,
                     temperature=temperature,
+                    repeat_penalty=repeat_penalty,
                     stop=[*stop, *rendered.stop],
                     stopping_criteria=rendered.stopping_criteria,
                     stream=True,

@@ -77,8 +77,13 @@ class Generator(Protocol):
         temperature: float = 0.2,
         stop: Sequence[str] = (),
         cancel: threading.Event | None = None,
+        repeat_penalty: float = 1.0,
     ) -> Iterator[str]:
-        """Yield text pieces as they are produced; stop early once `cancel` is set."""
+        """Yield text pieces as they are produced; stop early once `cancel` is set.
+
+        ``repeat_penalty`` above 1.0 makes tokens already in the context less likely
+        (llama.cpp's repetition penalty); 1.0 leaves sampling as it is.
+        """
         ...
 
     def count_tokens(self, text: str) -> int:

@@ -1,1 +1,4 @@
-"""Per-document access control: who may read and manage a document, and grant changes."""
+"""ACL domain: principals and group membership, the one read rule, and grant changes.
+
+Imports core, audit, auth, admin, approvals and documents.
+"""

@@ -1,1 +1,4 @@
-"""admin domain: the kill switch (system switches that pause answering, ingestion or writes)."""
+"""Admin domain: the kill switch (system switches that pause answering, ingestion or writes).
+
+Imports core, audit and auth.
+"""

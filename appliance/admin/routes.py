@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from appliance.admin import service
 from appliance.admin.schemas import SwitchesIn, SwitchesOut, SwitchOut
 from appliance.admin.tables import SWITCHES
-from appliance.audit import service as audit
+from appliance.audit import query as audit_query
 from appliance.core.crypto import Crypto
 from appliance.deps import (
     AdminUser,
@@ -32,7 +32,9 @@ def switches_out(session: Session, *, crypto: Crypto | None = None) -> SwitchesO
         name: SwitchOut(
             on=s.on,
             changed_by=(
-                audit.describe_actor(session, s.changed_by, crypto=crypto) if s.changed_by else None
+                audit_query.describe_actor(session, s.changed_by, crypto=crypto)
+                if s.changed_by
+                else None
             ),
             changed_at=s.changed_at,
             reason=s.reason,

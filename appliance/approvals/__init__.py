@@ -1,1 +1,5 @@
-"""Four-eyes approval of admin actions that would let an admin read a sensitive document."""
+"""Approvals domain: four-eyes approval of admin actions; the registry of executors.
+
+Imports core, audit, auth and admin. Executors of other domains' kinds are registered
+at start-up by `appliance.wiring`, never imported from here.
+"""

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from appliance.approvals import service
 from appliance.approvals.tables import ApprovalRequest
-from appliance.audit import service as audit
+from appliance.audit import query as audit_query
 from appliance.core.crypto import Crypto
 
 
@@ -40,7 +40,7 @@ def approval_out(
     def name(user_id: str | None) -> str | None:
         if user_id is None:
             return None
-        return audit.describe_actor(session, f"user:{user_id}", crypto=crypto)
+        return audit_query.describe_actor(session, f"user:{user_id}", crypto=crypto)
 
     return ApprovalRequestOut(
         id=req.id,

@@ -15,12 +15,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from appliance.audit import query as audit_query
 from appliance.core.errors import InvalidInput
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from appliance.audit.service import Filters
+    from appliance.audit.query import Filters
 
 audit_app = typer.Typer(
     help="Verify, search and export the audit log; write signed checkpoints.",
@@ -61,8 +62,8 @@ def _filters(
     target: str | None,
     outcome: str | None,
 ) -> Filters:
+    from appliance.audit.query import Filters
     from appliance.audit.routes import resolve_actor
-    from appliance.audit.service import Filters
 
     return Filters(
         since=_time(since, "--from"),
@@ -147,14 +148,13 @@ def audit_search(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Show the newest matching entries; erased users appear as pseudonyms."""
-    from appliance.audit import service as audit
     from appliance.cli import _runtime
 
     rt = _runtime()
     try:
         with rt.sessions() as session:
             filters = _filters(session, since, until, actor, action, target, outcome)
-            page = audit.search(session, filters=filters, limit=limit, crypto=rt.crypto)
+            page = audit_query.search(session, filters=filters, limit=limit, crypto=rt.crypto)
     finally:
         rt.close()
     if as_json:
@@ -192,18 +192,17 @@ def audit_export(
     written to OUTPUT.checkpoint.json. CSV cells that a spreadsheet would run as a formula
     start with a quote.
     """
-    from appliance.audit import service as audit
     from appliance.cli import _operator, _runtime
 
     rt = _runtime()
     try:
         with rt.sessions() as session:
             filters = _filters(session, since, until, actor, action, target, outcome)
-            cp = audit.start_export(
+            cp = audit_query.start_export(
                 session, filters=filters, fmt=fmt, actor=_operator(), crypto=rt.crypto
             )
             with output.open("w", encoding="utf-8", newline="") as fh:
-                for piece in audit.export_lines(
+                for piece in audit_query.export_lines(
                     session, filters=filters, fmt=fmt, cp=cp, crypto=rt.crypto
                 ):
                     fh.write(piece)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from appliance.approvals import service as approvals
 from appliance.approvals.schemas import ApprovalRequestOut, approval_out
+from appliance.audit import query as audit_query
 from appliance.audit import service
 from appliance.audit.schemas import (
     AuditEntryOut,
@@ -71,8 +72,8 @@ def _filters(
     action: str | None,
     target: str | None,
     outcome: str | None,
-) -> service.Filters:
-    return service.Filters(
+) -> audit_query.Filters:
+    return audit_query.Filters(
         since=since,
         until=until,
         actor=resolve_actor(session, actor),
@@ -95,7 +96,7 @@ def search_audit(
     cursor: Annotated[
         int | None, Query(ge=0, le=2**62, description="next_cursor of the previous page.")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 100,
+    limit: Annotated[int, Query(ge=1, le=audit_query.MAX_PAGE)] = 100,
     newest_first: bool = True,
 ) -> AuditPageOut:
     """Search the audit log by time, actor, action, target and outcome, one page at a time.
@@ -111,7 +112,7 @@ def search_audit(
         target=target,
         outcome=outcome,
     )
-    page = service.search(
+    page = audit_query.search(
         session,
         filters=filters,
         limit=limit,
@@ -125,11 +126,11 @@ def search_audit(
 
 
 def _stream(
-    rt: Runtime, filters: service.Filters, fmt: str, cp: service.Checkpoint
+    rt: Runtime, filters: audit_query.Filters, fmt: str, cp: service.Checkpoint
 ) -> StreamingResponse:
     def body() -> Iterator[str]:
         with rt.sessions() as session:
-            yield from service.export_lines(
+            yield from audit_query.export_lines(
                 session, filters=filters, fmt=fmt, cp=cp, crypto=rt.crypto
             )
 
@@ -195,7 +196,7 @@ def export_audit(
         )
         stored = approvals.params_of(req)
         fmt = str(stored.get("format", "jsonl"))
-        filters = service.Filters.from_json(stored.get("filters", {}))
+        filters = audit_query.Filters.from_json(stored.get("filters", {}))
         approval_id = req.id
     elif approvals.needs_approval(rt.settings, approvals.AUDIT_EXPORT):
         raise PermissionDenied(
@@ -213,7 +214,7 @@ def export_audit(
             target=target,
             outcome=outcome,
         )
-    cp = service.start_export(
+    cp = audit_query.start_export(
         session,
         filters=filters,
         fmt=fmt,

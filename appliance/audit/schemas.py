@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from appliance.audit import service
+from appliance.audit import query as audit_query
 
 
 class AuditEntryOut(BaseModel):
@@ -27,7 +27,7 @@ class AuditEntryOut(BaseModel):
     entry_hash: str
 
     @classmethod
-    def of(cls, entry: service.Entry) -> AuditEntryOut:
+    def of(cls, entry: audit_query.Entry) -> AuditEntryOut:
         """From the service's entry."""
         return cls(**entry.to_json())
 

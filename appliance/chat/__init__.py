@@ -1,1 +1,4 @@
-"""chat domain."""
+"""Chat domain: retrieval, prompt, generation, citations, conversations and feedback.
+
+Imports core and every domain up to acl (and ``models``).
+"""

@@ -1,8 +1,21 @@
-"""The one place a question's path is composed: retrieve -> check -> prompt -> generate -> audit.
+"""The one place a question's path is composed.
+
+retrieve (question alone and with its context, fused) -> evidence (ranked passages, best
+sentences) -> prompt (sentence windows within a budget) -> generate (queued, loop-guarded)
+-> attribute (each sentence checked against the evidence) -> store and audit.
 
 ``answer()`` is a plain generator of events, so the HTTP route (Server-Sent Events, run off
-the event loop) and the CLI (`appliance ask`) share it. Setting ``cancel`` (a client went
-away) stops generation at the next token.
+the event loop) and the CLI (`appliance ask`) share it. Events, in order:
+
+    conversation  {id}
+    evidence      {passages: [...], documents, evidence_ms}     before the model starts
+    status        {message, position, estimate_seconds}         while it waits and reads
+    queue         {position}                                    (older clients)
+    token         {text}                                        the answer as it streams
+    sources       {sources: [...]}                              the passages cited
+    done          {html, claims, unsupported, abstained, cut_short, timings, ...}
+
+Setting ``cancel`` (a client went away) stops generation at the next token.
 """
 
 from __future__ import annotations
@@ -14,23 +27,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from appliance.acl.principals import principals_for
-from appliance.acl.rules import readable_document_ids
 from appliance.admin import service as switches
 from appliance.audit import service as audit
-from appliance.auth.tables import User
-from appliance.chat import prompt
+from appliance.chat import claims, evidence, prompt
 from appliance.chat.citations import CitationFilter
-from appliance.chat.render import render_answer
-from appliance.chat.retrieval import Source, retrieve
-from appliance.chat.tables import Conversation, Feedback, Message
+from appliance.chat.conversations import active_user, encrypt_for, history_of, own_conversation
+from appliance.chat.render import UNSUPPORTED_MARK, render_answer
+from appliance.chat.repetition import CUT_NOTE, RepetitionGuard
+from appliance.chat.retrieval import retrieve
+from appliance.chat.tables import Conversation, Message
 from appliance.core import places
 from appliance.core.db import utcnow
-from appliance.core.errors import InvalidInput, NotFound, PermissionDenied
-from appliance.core.places import CHAT_KEY
+from appliance.core.errors import InvalidInput
 from appliance.core.runtime import Runtime
 from appliance.core.scheduler import FairScheduler
 from models.protocols import ChatMessage
@@ -40,7 +50,6 @@ NO_SOURCE_ANSWER = (
     "Try other words, or ask the document's owner to share it with you."
 )
 MAX_QUESTION_CHARS = 4000
-UNAVAILABLE = "no longer available"
 
 
 @dataclass
@@ -55,62 +64,6 @@ class Event:
         return f"event: {self.kind}\ndata: {json.dumps(self.data)}\n\n"
 
 
-def encrypt_for(rt: Runtime, user_id: str, place: str, text: str) -> bytes:
-    """Encrypt with the user's chat-history key (created on first use)."""
-    rt.crypto.create_data_key(CHAT_KEY, user_id)
-    return rt.crypto.encrypt_text(CHAT_KEY, user_id, place, text)
-
-
-def decrypt_for(rt: Runtime, user_id: str, place: str, blob: bytes) -> str:
-    """Decrypt with the user's chat-history key."""
-    return rt.crypto.decrypt_text(CHAT_KEY, user_id, place, blob)
-
-
-def active_user(session: Session, user_id: str) -> User:
-    """The user, loaded fresh; a disabled account asks nothing."""
-    user = session.get(User, user_id)
-    if user is None or not user.is_active:
-        raise PermissionDenied("This account is disabled.")
-    return user
-
-
-def own_conversation(session: Session, user: User, conv_id: str) -> Conversation:
-    """A conversation of this user's, else NotFound (never 'forbidden')."""
-    conv = session.get(Conversation, conv_id)
-    if conv is None or conv.owner_id != user.id:
-        raise NotFound("No such conversation.")
-    return conv
-
-
-def history_of(rt: Runtime, session: Session, conv: Conversation, turns: int) -> list[ChatMessage]:
-    """The last `turns` messages, oldest first, decrypted."""
-    if turns <= 0:
-        return []
-    rows = (
-        session.execute(
-            select(Message)
-            .where(Message.conversation_id == conv.id)
-            .order_by(Message.id.desc())
-            .limit(turns)
-        )
-        .scalars()
-        .all()
-    )
-    return [
-        ChatMessage(
-            "user" if m.role == "user" else "assistant",
-            decrypt_for(rt, conv.owner_id, places.message_text(conv.id, m.id), m.content_ct),
-        )
-        for m in reversed(rows)
-    ]
-
-
-def retrieval_query(history: list[ChatMessage], question: str) -> str:
-    """A follow-up is searched together with the previous question, which gives it context."""
-    previous = [m.content for m in history if m.role == "user"]
-    return f"{previous[-1]}\n{question}" if previous else question
-
-
 def _store_message(
     rt: Runtime,
     session: Session,
@@ -119,6 +72,7 @@ def _store_message(
     text: str,
     *,
     sources: list[dict[str, Any]] | None = None,
+    claims: list[dict[str, Any]] | None = None,
     model: str | None = None,
 ) -> Message:
     msg = Message(conversation_id=conv.id, role=role, content_ct=b"", model=model)
@@ -129,8 +83,52 @@ def _store_message(
         msg.sources_ct = encrypt_for(
             rt, conv.owner_id, places.message_sources(conv.id, msg.id), json.dumps(sources)
         )
+    if claims is not None:
+        msg.claims_ct = encrypt_for(
+            rt, conv.owner_id, places.message_claims(conv.id, msg.id), json.dumps(claims)
+        )
     conv.updated_at = utcnow()
     return msg
+
+
+def retrieval_query(history: list[ChatMessage], question: str) -> str:
+    """A follow-up searched with the previous question, which gives it context."""
+    previous = [m.content for m in history if m.role == "user"]
+    return f"{previous[-1]}\n{question}" if previous else question
+
+
+@dataclass
+class _Throughput:
+    """Measured prompt-evaluation speed of the chat model, for honest wait estimates."""
+
+    tokens_per_second: float | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def observe(self, tokens: int, seconds: float) -> None:
+        if tokens <= 0 or seconds <= 0:
+            return
+        speed = tokens / seconds
+        with self.lock:
+            old = self.tokens_per_second
+            self.tokens_per_second = speed if old is None else 0.7 * old + 0.3 * speed
+
+    def estimate(self, tokens: int) -> float | None:
+        with self.lock:
+            speed = self.tokens_per_second
+        return round(tokens / speed, 1) if speed else None
+
+
+_throughput: dict[str, _Throughput] = {}
+
+
+def _wait_message(passages: int, documents: int, position: int, estimate: float | None) -> str:
+    found = (
+        f"Found {passages} passage{'s' if passages != 1 else ''} in {documents} "
+        f"document{'s' if documents != 1 else ''}."
+    )
+    where = f" (place {position + 1} in the queue)" if position > 0 else ""
+    about = f" About {max(1, round(estimate))} s." if estimate else ""
+    return f"{found} The assistant is reading them{where}...{about}"
 
 
 def answer(
@@ -143,7 +141,7 @@ def answer(
     cancel: threading.Event | None = None,
     client: str | None = None,
 ) -> Iterator[Event]:
-    """Answer a question for a user; yields conversation, queue, token, sources, done events."""
+    """Answer a question for a user; yields the events listed in the module docstring."""
     cancel = cancel or threading.Event()
     cfg = rt.settings.chat
     question = question.strip()
@@ -167,11 +165,13 @@ def answer(
                 rt, user.id, places.conversation_title(conv.id), question[:80]
             )
         history = history_of(rt, session, conv, cfg.history_turns)
+        with_context = retrieval_query(history, question)
         sources = retrieve(
             rt=rt,
             session=session,
             user=user,
-            query=retrieval_query(history, question),
+            query=question,
+            also=[with_context] if with_context != question else [],
             k=cfg.top_k,
             min_score=cfg.min_score,
         )
@@ -179,43 +179,80 @@ def answer(
         session.commit()
         conv_id = conv.id
     t_retrieved = time.perf_counter()
+    passages = evidence.build(
+        embedder=rt.embedder(), question=question, sources=sources, context=with_context
+    )
+    documents = len({p.source.doc_id for p in passages})
+    t_evidence = time.perf_counter()
     yield Event("conversation", {"id": conv_id})
+    yield Event(
+        "evidence",
+        {
+            "passages": [_public(p) for p in passages],
+            "documents": documents,
+            "evidence_ms": round((t_evidence - t0) * 1000, 1),
+        },
+    )
 
     model_name: str | None = None
-    text_parts: list[str] = []
-    cited: list[Source] = []
+    text = ""
+    attribution: claims.Attribution | None = None
     queue_wait = 0.0
     first_token: float | None = None
-    stopped = False
-    if not sources:
+    stopped = cut_short = False
+    used: list[evidence.Passage] = []
+    if not passages:
         # Nothing readable matched: say so without asking the model to invent an answer,
         # and without any hint that documents the user cannot read exist.
-        text_parts.append(NO_SOURCE_ANSWER)
-        yield Event("token", {"text": NO_SOURCE_ANSWER})
+        text = NO_SOURCE_ANSWER
+        yield Event("token", {"text": text})
+    elif claims.evidence_is_weak(passages):
+        text = claims.ABSTAIN_TEXT
+        attribution = claims.Attribution([], text, True, "weak_evidence")
+        yield Event("token", {"text": text})
     else:
         generator = rt.generator()
         model_name = generator.name
-        messages, used = prompt.fit(
-            sources=sources,
+        messages, used = prompt.from_evidence(
+            passages=passages,
             history=history,
             question=question,
-            count_tokens=generator.count_chat_tokens,
+            count_tokens=generator.count_tokens,
+            count_chat_tokens=generator.count_chat_tokens,
             context_length=generator.context_length,
             answer_tokens=cfg.answer_max_tokens,
+            source_tokens=cfg.source_tokens,
+            history_tokens=cfg.history_tokens,
         )
+        prompt_tokens = generator.count_chat_tokens(messages)
+        speed = _throughput.setdefault(generator.name, _Throughput())
         ticket = scheduler.enter(user_id)
         try:
             t_queue = time.perf_counter()
             position = scheduler.position(ticket)
-            while position > 0 and not cancel.is_set():
-                yield Event("queue", {"position": position})
+            shown = -1
+            while not cancel.is_set():
+                if position != shown:
+                    wait = speed.estimate(prompt_tokens * (position + 1))
+                    message = _wait_message(len(passages), documents, position, wait)
+                    yield Event(
+                        "status",
+                        {"message": message, "position": position, "estimate_seconds": wait},
+                    )
+                    if position > 0:
+                        yield Event("queue", {"position": position})
+                    shown = position
+                if position == 0:
+                    break
                 position = scheduler.wait(ticket, 0.5)
             queue_wait = time.perf_counter() - t_queue
-            citations = CitationFilter(len(used) if not cancel.is_set() else 0)
+            markers = CitationFilter(len(used) if not cancel.is_set() else 0)
+            guard = RepetitionGuard()
             deadline = time.monotonic() + cfg.generation_timeout_seconds
             timer = threading.Timer(cfg.generation_timeout_seconds, cancel.set)
             timer.daemon = True
             timer.start()
+            t_start = time.perf_counter()
             try:
                 stream = (
                     iter(())
@@ -225,15 +262,19 @@ def answer(
                         max_tokens=cfg.answer_max_tokens,
                         temperature=cfg.temperature,
                         cancel=cancel,
+                        repeat_penalty=cfg.repeat_penalty,
                     )
                 )
                 try:
                     for piece in stream:
                         if first_token is None:
                             first_token = time.perf_counter()
-                        out = citations.feed(piece)
+                            speed.observe(prompt_tokens, first_token - t_start)
+                        out = markers.feed(piece)
+                        if guard.feed(out):
+                            cut_short = True
+                            break
                         if out:
-                            text_parts.append(out)
                             yield Event("token", {"text": out})
                 finally:
                     close = getattr(stream, "close", None)
@@ -242,21 +283,44 @@ def answer(
             finally:
                 timer.cancel()
             stopped = cancel.is_set()
+            if not cut_short:
+                guard.feed(markers.flush())
+            text = guard.kept()
+            if text:
+                attribution = claims.attribute(
+                    embedder=rt.embedder(),
+                    answer=text,
+                    passages=passages,
+                    prompt_ranks=[p.rank for p in used],
+                )
+                # An answer the asker stopped stays as far as it went, flags and all.
+                if not (stopped and attribution.abstained):
+                    text = attribution.text
+            notes = []
+            if cut_short:
+                notes.append(CUT_NOTE)
             if stopped and time.monotonic() >= deadline:
-                note = "\n\n[The answer was cut off: it took too long.]"
-                text_parts.append(note)
-                yield Event("token", {"text": note})
-            tail = citations.flush()
-            if tail:
-                text_parts.append(tail)
-                yield Event("token", {"text": tail})
-            cited = [used[n - 1] for n in citations.cited]
+                notes.append("[The answer was cut off: it took too long.]")
+            for note in notes:
+                text = f"{text}\n\n{note}"
+                yield Event("token", {"text": f"\n\n{note}"})
         finally:
             scheduler.leave(ticket)
 
     t_done = time.perf_counter()
-    # fit() drops sources from the end, so a source's [n] in the prompt is its rank.
-    cited_public = [{**s.public(), "marker": s.rank} for s in cited]
+    cited = attribution.cited_ranks if attribution is not None else []
+    by_rank = {p.rank: p for p in passages}
+    cited_public = [{**_public(by_rank[r]), "marker": r} for r in cited if r in by_rank]
+    claim_list = [c.public() for c in attribution.claims] if attribution is not None else []
+    abstained = attribution.abstained if attribution is not None else not passages
+    unsupported = attribution.unsupported if attribution is not None else 0
+    timings = {
+        "retrieve_ms": round((t_retrieved - t0) * 1000, 1),
+        "evidence_ms": round((t_evidence - t0) * 1000, 1),
+        "queue_ms": round(queue_wait * 1000, 1),
+        "first_token_ms": round((first_token - t0) * 1000, 1) if first_token else None,
+        "total_ms": round((t_done - t0) * 1000, 1),
+    }
     with rt.sessions() as session:
         conv = session.get_one(Conversation, conv_id)
         stored = _store_message(
@@ -264,16 +328,11 @@ def answer(
             session,
             conv,
             "assistant",
-            "".join(text_parts),
-            sources=cited_public,
+            text,
+            sources=[{**_public(p), "marker": p.rank} for p in passages],
+            claims=claim_list,
             model=model_name,
         )
-        timings = {
-            "retrieve_ms": round((t_retrieved - t0) * 1000, 1),
-            "queue_ms": round(queue_wait * 1000, 1),
-            "first_token_ms": round((first_token - t0) * 1000, 1) if first_token else None,
-            "total_ms": round((t_done - t0) * 1000, 1),
-        }
         audit.record(
             session,
             actor=f"user:{user_id}",
@@ -282,8 +341,20 @@ def answer(
             target=f"conversation:{conv_id}",
             outcome="stopped" if stopped else "ok",
             details={
-                "chunks": [f"{s.doc_id}:{s.chunk_no}" for s in sources],
-                "cited": [f"{s.doc_id}:{s.chunk_no}" for s in cited],
+                "chunks": [f"{p.source.doc_id}:{p.source.chunk_no}" for p in passages],
+                "cited": [
+                    f"{by_rank[r].source.doc_id}:{by_rank[r].source.chunk_no}" for r in cited
+                ],
+                # Per sentence: which passages (evidence ranks) support it, and how well;
+                # never the sentence itself (no document text in the log).
+                "claims": [
+                    {"ranks": c["ranks"], "score": c["score"], "supported": c["supported"]}
+                    for c in claim_list
+                    if c["checked"]
+                ],
+                "unsupported": unsupported,
+                "abstained": abstained,
+                "cut_short": cut_short,
                 "model": model_name,
                 "timings": timings,
             },
@@ -297,104 +368,19 @@ def answer(
             "conversation": conv_id,
             "message_id": message_id,
             # The page shows tokens as plain text while they stream, then swaps in this
-            # server-sanitised rendering of the whole answer (render.py).
-            "html": render_answer("".join(text_parts), [s.rank for s in cited]),
+            # server-sanitised rendering of the checked answer (render.py).
+            "html": render_answer(text, cited),
+            "text": text.replace(UNSUPPORTED_MARK, " (not found in your documents)"),
+            "claims": claim_list,
+            "unsupported": unsupported,
+            "abstained": abstained,
+            "cut_short": cut_short,
             "timings": timings,
             "stopped": stopped,
         },
     )
 
 
-# -- conversations -------------------------------------------------------------------
-
-
-def list_conversations(rt: Runtime, session: Session, user: User) -> list[dict[str, Any]]:
-    """The user's conversations, newest first, with decrypted titles."""
-    rows = session.execute(
-        select(Conversation)
-        .where(Conversation.owner_id == user.id)
-        .order_by(Conversation.updated_at.desc())
-    ).scalars()
-    return [
-        {
-            "id": c.id,
-            "title": decrypt_for(rt, user.id, places.conversation_title(c.id), c.title_ct),
-            "updated_at": c.updated_at.isoformat(),
-        }
-        for c in rows
-    ]
-
-
-def show_conversation(rt: Runtime, session: Session, user: User, conv_id: str) -> dict[str, Any]:
-    """A conversation's messages; each stored source is re-checked against current grants."""
-
-    conv = own_conversation(session, user, conv_id)
-    messages = (
-        session.execute(
-            select(Message).where(Message.conversation_id == conv.id).order_by(Message.id)
-        )
-        .scalars()
-        .all()
-    )
-    decoded = []
-    cited_ids: set[str] = set()
-    for m in messages:
-        sources = (
-            json.loads(
-                decrypt_for(rt, user.id, places.message_sources(conv.id, m.id), m.sources_ct)
-            )
-            if m.sources_ct
-            else []
-        )
-        cited_ids.update(s["doc_id"] for s in sources)
-        decoded.append((m, sources))
-    readable = readable_document_ids(session, cited_ids, principals_for(session, user))
-    rated = session.execute(
-        select(Feedback.message_id, Feedback.rating).where(
-            Feedback.user_id == user.id,
-            Feedback.message_id.in_([m.id for m in messages if m.role == "assistant"]),
-        )
-    )
-    ratings: dict[int, str] = {row.message_id: row.rating for row in rated}
-    out = []
-    for m, sources in decoded:
-        shown = [
-            s if s["doc_id"] in readable else {"marker": s.get("marker"), "status": UNAVAILABLE}
-            for s in sources
-        ]
-        text = decrypt_for(rt, user.id, places.message_text(conv.id, m.id), m.content_ct)
-        item: dict[str, Any] = {
-            "id": m.id,
-            "role": m.role,
-            "text": text,
-            "sources": shown,
-            "model": m.model,
-            "created_at": m.created_at.isoformat(),
-        }
-        if m.role == "assistant":
-            item["html"] = render_answer(text, [s["marker"] for s in shown if "doc_id" in s])
-            item["feedback"] = ratings.get(m.id)
-        out.append(item)
-    return {
-        "id": conv.id,
-        "title": decrypt_for(rt, user.id, places.conversation_title(conv.id), conv.title_ct),
-        "messages": out,
-    }
-
-
-def rename_conversation(
-    rt: Runtime, session: Session, user: User, conv_id: str, title: str
-) -> None:
-    """Rename one of the user's conversations."""
-    title = title.strip()
-    if not title or len(title) > 200:
-        raise InvalidInput("A title has 1-200 characters.")
-    conv = own_conversation(session, user, conv_id)
-    conv.title_ct = encrypt_for(rt, user.id, places.conversation_title(conv.id), title)
-
-
-def delete_conversation(session: Session, user: User, conv_id: str) -> None:
-    """Delete one of the user's conversations and its messages."""
-    conv = own_conversation(session, user, conv_id)
-    session.execute(delete(Message).where(Message.conversation_id == conv.id))
-    session.delete(conv)
+def _public(passage: evidence.Passage) -> dict[str, Any]:
+    s = passage.source
+    return passage.public(f"/api/documents/{s.doc_id}/chunks/{s.chunk_no}")

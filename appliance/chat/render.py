@@ -8,7 +8,8 @@ script, load anything, or lead anywhere outside the appliance.
   ``<a href>`` (a click or a prefetch must not send anything to another host).
 - Images are dropped, replaced by their alt text in brackets (an image URL is the classic
   way to smuggle data out in a request).
-- Citation markers ``[n]`` for the cited sources become buttons that open the passage.
+- Citation markers ``[n]`` for the cited sources become buttons that open the passage;
+  a sentence no passage supports is followed by a "not found in your documents" label.
 - The result passes through nh3 (ammonia) with a short allow-list as a second line.
 """
 
@@ -26,6 +27,11 @@ from markdown_it.token import Token
 from markdown_it.utils import EnvType, OptionsDict
 
 MARKER = re.compile(r"\[(\d{1,3})\]")
+UNSUPPORTED_MARK = "\ue000"  # after a sentence no passage supports (chat.claims)
+UNSUPPORTED_FLAG = (
+    '<span class="unsupported" title="No passage of your documents supports this sentence">'
+    "not found in your documents</span>"
+)
 
 ALLOWED_TAGS = {
     "p", "br", "hr", "em", "strong", "code", "pre", "blockquote", "ul", "ol", "li",
@@ -44,7 +50,9 @@ def _escape(text: str) -> str:
 
 
 def _cite_text(text: str, markers: frozenset[int]) -> str:
-    """Escape text; turn the markers of cited sources into buttons."""
+    """Escape text; turn the markers of cited sources into buttons, flags into labels."""
+    if UNSUPPORTED_MARK in text:
+        return UNSUPPORTED_FLAG.join(_cite_text(t, markers) for t in text.split(UNSUPPORTED_MARK))
     out: list[str] = []
     last = 0
     for m in MARKER.finditer(text):

@@ -7,6 +7,7 @@ indexed (live) and still granted to one of those principals.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import select
@@ -20,6 +21,7 @@ from appliance.core.places import DOC_KEY
 from appliance.core.runtime import Runtime
 from appliance.documents import service as docs
 from appliance.documents.tables import Chunk, Document
+from ingest.index import Hit
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,10 @@ class Source:
         return data
 
 
+RRF_K = 60
+"""Reciprocal-rank-fusion constant (Cormack et al.): ranks, not raw scores, are fused."""
+
+
 def retrieve(
     *,
     rt: Runtime,
@@ -52,15 +58,33 @@ def retrieve(
     query: str,
     k: int,
     min_score: float,
+    also: Sequence[str] = (),
 ) -> list[Source]:
-    """The top-k passages this user may read, best first (empty when nothing matches)."""
+    """The top-k passages this user may read, best first (empty when nothing matches).
+
+    With ``also`` (e.g. the question with its conversation's context), each text is searched
+    too and the rankings are fused by reciprocal rank, so a follow-up on a new topic still
+    finds its own passages while a terse "and for visitors?" keeps its context.
+    """
     principals = principals_for(session, user)
+    queries = [q for q in (query, *also) if q.strip()]
     if not principals or not query.strip():
         return []
-    vector = rt.embedder().embed([query])[0]
-    # Ask for a few more than k: the database re-check may drop hits whose document was
-    # revoked or deleted since the index was last updated.
-    hits = [h for h in rt.index().search(vector, principals, k=k + 5) if h.score >= min_score]
+    vectors = rt.embedder().embed(queries)
+    index = rt.index()
+    fused: dict[tuple[str, int], float] = {}
+    best: dict[tuple[str, int], Hit] = {}
+    for vector in vectors:
+        # Ask for a few more than k: the database re-check may drop hits whose document
+        # was revoked or deleted since the index was last updated.
+        ranked = [h for h in index.search(vector, principals, k=k + 5) if h.score >= min_score]
+        for position, hit in enumerate(ranked):
+            key = (hit.doc_id, hit.chunk_no)
+            fused[key] = fused.get(key, 0.0) + 1.0 / (RRF_K + position + 1)
+            if key not in best or hit.score > best[key].score:
+                best[key] = hit
+    order = sorted(fused, key=lambda key: (-fused[key], -best[key].score))
+    hits = [best[key] for key in order]
     allowed = readable_document_ids(session, {h.doc_id for h in hits}, principals)
     hits = [h for h in hits if h.doc_id in allowed][:k]
     if not hits:

@@ -12,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Send
 
+from appliance.chat import conversations as convs
 from appliance.chat import pipeline, service
+from appliance.core.errors import LIBRARY_ERRORS, ApplianceError, translate
 from appliance.deps import CurrentUser, RuntimeDep, SessionDep, client_address, protected_router
 
 router = protected_router(prefix="/api", tags=["chat"])
@@ -130,8 +132,11 @@ async def chat(
                 yield event.sse()
         except Exception as exc:  # the stream has started: report in-band, then end
             finished = True
-            code = getattr(exc, "code", "error")
-            message = getattr(exc, "message", "The answer failed. Try again in a moment.")
+            if isinstance(exc, (ApplianceError, *LIBRARY_ERRORS)):
+                err = translate(exc)
+                code, message = err.code, err.message
+            else:
+                code, message = "error", "The answer failed. Try again in a moment."
             yield pipeline.Event("error", {"error": code, "message": message}).sse()
         finally:
             if not finished:  # the client went away: stop generating, keep the record
@@ -148,7 +153,7 @@ async def chat(
 @router.get("/conversations")
 def conversations(user: CurrentUser, rt: RuntimeDep, session: SessionDep) -> list[dict[str, Any]]:
     """Your conversations, newest first."""
-    return pipeline.list_conversations(rt, session, user)
+    return convs.list_conversations(rt, session, user)
 
 
 @router.get("/conversations/{conversation_id}")
@@ -156,7 +161,7 @@ def conversation(
     conversation_id: str, user: CurrentUser, rt: RuntimeDep, session: SessionDep
 ) -> dict[str, Any]:
     """One of your conversations. Sources you can no longer read show as 'no longer available'."""
-    return pipeline.show_conversation(rt, session, user, conversation_id)
+    return convs.show_conversation(rt, session, user, conversation_id)
 
 
 @router.patch("/conversations/{conversation_id}", status_code=204)
@@ -164,7 +169,7 @@ def rename(
     conversation_id: str, body: RenameIn, user: CurrentUser, rt: RuntimeDep, session: SessionDep
 ) -> Response:
     """Rename one of your conversations."""
-    pipeline.rename_conversation(rt, session, user, conversation_id, body.title)
+    convs.rename_conversation(rt, session, user, conversation_id, body.title)
     session.commit()
     return Response(status_code=204)
 
@@ -172,7 +177,7 @@ def rename(
 @router.delete("/conversations/{conversation_id}", status_code=204)
 def remove(conversation_id: str, user: CurrentUser, session: SessionDep) -> Response:
     """Delete one of your conversations and its messages."""
-    pipeline.delete_conversation(session, user, conversation_id)
+    convs.delete_conversation(session, user, conversation_id)
     session.commit()
     return Response(status_code=204)
 

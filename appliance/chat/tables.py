@@ -24,7 +24,8 @@ class Conversation(Base):
 
 
 class Message(Base):
-    """One turn. For an answer, ``sources_ct`` holds the cited sources (JSON, encrypted)."""
+    """One turn. An answer's ``sources_ct`` holds its evidence, ``claims_ct`` its checked
+    sentences (JSON, encrypted in the owner's chat key)."""
 
     __tablename__ = "messages"
     __table_args__ = (Index("ix_messages_conversation", "conversation_id", "id"),)
@@ -34,6 +35,7 @@ class Message(Base):
     role: Mapped[str] = mapped_column(String(16))  # "user" | "assistant"
     content_ct: Mapped[bytes] = mapped_column(LargeBinary)
     sources_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    claims_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     model: Mapped[str | None] = mapped_column(String(128), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 

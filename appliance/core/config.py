@@ -128,7 +128,35 @@ class ChatSettings(_Section):
         description="Cosine similarity below which a passage is not considered a match.",
     )
     answer_max_tokens: int = Field(
-        384, ge=16, le=4096, description="Longest answer, in model tokens."
+        160,
+        ge=16,
+        le=4096,
+        description="Longest answer, in model tokens (answers are one to three sentences).",
+    )
+    source_tokens: int = Field(
+        450,
+        ge=64,
+        le=32_000,
+        description=(
+            "Model tokens of sources in the prompt: the best sentence windows of the top "
+            "passages, until this is used. Small models answer best with little, precise "
+            "context (bench/answers.py measures it); raise it for larger models."
+        ),
+    )
+    history_tokens: int = Field(
+        200,
+        ge=0,
+        le=32_000,
+        description=(
+            "Model tokens of earlier turns in the prompt, newest first, so a long "
+            "conversation costs what a short one does."
+        ),
+    )
+    repeat_penalty: float = Field(
+        1.15,
+        ge=1.0,
+        le=2.0,
+        description="llama.cpp's repetition penalty (1.0 is off); a loop guard ends the rest.",
     )
     temperature: float = Field(0.2, ge=0, le=2, description="Sampling temperature.")
     history_turns: int = Field(

@@ -56,6 +56,11 @@ def message_sources(conv_id: str, msg_id: int) -> str:
     return conversation(conv_id, f"sources:{msg_id}")
 
 
+def message_claims(conv_id: str, msg_id: int) -> str:
+    """The checked claims stored with an answer (sentence, supporting ranks, score)."""
+    return conversation(conv_id, f"claims:{msg_id}")
+
+
 def totp_secret(user_id: str) -> str:
     """A user's TOTP secret, in the system fields key."""
     return f"user:{user_id}:totp"

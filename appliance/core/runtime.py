@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,11 +15,9 @@ from appliance.core.crypto import Crypto, open_crypto
 from appliance.core.db import make_engine, make_session_factory
 from appliance.core.errors import IndexUnavailable, ModelUnavailable
 from appliance.core.scheduler import FairScheduler
-
-if TYPE_CHECKING:
-    from ingest.index import VectorIndex
-    from models.manifest import ModelRegistry
-    from models.protocols import Embedder, Generator
+from ingest.index import VectorIndex, VectorIndexError
+from models.manifest import ModelRegistry
+from models.protocols import Embedder, Generator, ModelError
 
 EMBED_DIMENSION = 384
 
@@ -50,8 +47,6 @@ class Runtime:
 
     def model_registry(self) -> ModelRegistry:
         """Bundled and admin-registered models."""
-        from models.manifest import ModelRegistry
-
         return ModelRegistry(self.settings.models_dir / "registry.json")
 
     def index(self) -> VectorIndex:
@@ -65,8 +60,8 @@ class Runtime:
         """The embedding model (loaded and verified on first use)."""
         with self._lock:
             if self._embedder is None:
+                # start-up cost: sentence-transformers imports torch (seconds), only when used
                 from models.embedder import SentenceTransformerEmbedder
-                from models.protocols import ModelError
 
                 m = self.settings.models
                 try:
@@ -82,8 +77,8 @@ class Runtime:
         """The chat model (loaded and verified on first use)."""
         with self._lock:
             if self._generator is None:
+                # start-up cost: llama-cpp-python loads its native library, only when used
                 from models.generator import LlamaCppGenerator
-                from models.protocols import ModelError
 
                 m = self.settings.models
                 try:
@@ -106,15 +101,15 @@ class Runtime:
 
 def build_index(settings: Settings) -> VectorIndex:
     """Open the configured vector index backend."""
-    from ingest.index import VectorIndexError
-
     try:
         if settings.index.backend == "edge":
+            # start-up cost: the Qdrant engine's native module, only for this backend
             from ingest.qdrant_edge import QdrantEdgeIndex
 
             return QdrantEdgeIndex(settings.index_dir, EMBED_DIMENSION)
         from qdrant_client import QdrantClient
 
+        # optional dependency: qdrant-client and gRPC, only for the scale-out backend
         from ingest.qdrant_server import QdrantServerIndex
 
         if not settings.index.url:

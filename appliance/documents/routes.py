@@ -29,17 +29,21 @@ from appliance.auth import service as users
 from appliance.auth.tables import User
 from appliance.core import places
 from appliance.core.classification import CLASSIFICATIONS, Classification
-from appliance.core.errors import InvalidInput, NotFound, PayloadTooLarge, PermissionDenied
+from appliance.core.errors import InvalidInput, NotFound, PayloadTooLarge
 from appliance.core.places import DOC_KEY
 from appliance.core.runtime import Runtime
 from appliance.deps import (
     AdminUser,
     CurrentUser,
+    ManagedDocument,
     NowDep,
+    ReadableDocument,
     RuntimeDep,
     SessionDep,
+    VisibleDocument,
     admin_user,
     client_address,
+    managed_document,
     protected_router,
 )
 from appliance.documents import service as docs
@@ -54,7 +58,7 @@ from appliance.documents.schemas import (
     ListedState,
     PassageOut,
 )
-from appliance.documents.tables import DELETING, Chunk, Document, DocumentGrant
+from appliance.documents.tables import Chunk, Document, DocumentGrant
 from appliance.documents.upload import receive
 
 router = protected_router(prefix="/api", tags=["documents"])
@@ -104,38 +108,6 @@ def _grants_out(session: Session, doc_id: str) -> list[GrantOut]:
         )
         for g in rows
     ]
-
-
-def _get(session: Session, doc_id: str) -> Document:
-    doc = session.get(Document, doc_id)
-    if doc is None or doc.state == DELETING:
-        raise NotFound(rules.NOT_FOUND)
-    return doc
-
-
-def _seen(session: Session, user: User, doc_id: str) -> Document:
-    doc = _get(session, doc_id)
-    if not rules.can_see(session, user, doc):
-        raise NotFound(rules.NOT_FOUND)
-    return doc
-
-
-def _readable(session: Session, user: User, doc_id: str) -> Document:
-    doc = _get(session, doc_id)
-    if not rules.can_read(session, user, doc):
-        raise NotFound(rules.NOT_FOUND)
-    return doc
-
-
-def _managed(session: Session, user: User, doc_id: str) -> Document:
-    doc = _get(session, doc_id)
-    if not rules.can_manage(session, user, doc):
-        if rules.can_see(session, user, doc):
-            raise PermissionDenied(
-                "You may read this document but not change it. Ask someone who manages it."
-            )
-        raise NotFound(rules.NOT_FOUND)
-    return doc
 
 
 def _change(
@@ -208,10 +180,10 @@ def list_documents(
 
 @router.get("/documents/{doc_id}")
 def get_document(
-    doc_id: str, user: CurrentUser, session: SessionDep, rt: RuntimeDep
+    doc: VisibleDocument, user: CurrentUser, session: SessionDep, rt: RuntimeDep
 ) -> DocumentOut:
     """A document's metadata and ingestion progress; 404 unless you may see it."""
-    return _doc_out(rt, session, user, _seen(session, user, doc_id))
+    return _doc_out(rt, session, user, doc)
 
 
 @router.get(
@@ -220,10 +192,9 @@ def get_document(
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def download(
-    doc_id: str, request: Request, user: CurrentUser, session: SessionDep, rt: RuntimeDep
+    doc: ReadableDocument, request: Request, user: CurrentUser, session: SessionDep, rt: RuntimeDep
 ) -> Response:
     """The original file, decrypted, as an attachment; 404 unless you may read it."""
-    doc = _readable(session, user, doc_id)
     try:
         blob = rt.blobs.get(doc.id)
     except FileNotFoundError as exc:
@@ -254,14 +225,13 @@ def download(
 
 @router.get("/documents/{doc_id}/chunks/{chunk_no}")
 def passage(
-    doc_id: str,
+    doc: ReadableDocument,
     chunk_no: Annotated[int, FastApiPath(ge=0, le=1_000_000)],
     user: CurrentUser,
     session: SessionDep,
     rt: RuntimeDep,
 ) -> PassageOut:
     """One passage of a document (a citation's preview); 404 unless you may read it."""
-    doc = _readable(session, user, doc_id)
     chunk = session.execute(
         select(Chunk).where(Chunk.doc_id == doc.id, Chunk.chunk_no == chunk_no)
     ).scalar_one_or_none()
@@ -394,14 +364,14 @@ def _submit(
 
 
 @router.get("/documents/{doc_id}/grants")
-def list_grants(doc_id: str, user: CurrentUser, session: SessionDep) -> list[GrantOut]:
+def list_grants(doc: ManagedDocument, user: CurrentUser, session: SessionDep) -> list[GrantOut]:
     """Who may read or manage a document; needs `manage` on it (or the admin role)."""
-    return _grants_out(session, _managed(session, user, doc_id).id)
+    return _grants_out(session, doc.id)
 
 
 @router.post("/documents/{doc_id}/grants", responses={202: {"model": ChangeOut}})
 def add_grant(
-    doc_id: str,
+    doc: ManagedDocument,
     body: GrantIn,
     response: Response,
     user: CurrentUser,
@@ -415,7 +385,6 @@ def add_grant(
     confidential or personal document answers 202 with an approval request: a second
     admin must approve it before it takes effect.
     """
-    doc = _managed(session, user, doc_id)
     principal = resolve_principal(session, body.principal)
     before = _grants_out(session, doc.id)
     held = acl.grant(
@@ -435,7 +404,7 @@ def add_grant(
 
 @router.delete("/documents/{doc_id}/grants")
 def remove_grant(
-    doc_id: str,
+    doc: ManagedDocument,
     principal: Annotated[
         str, Query(min_length=1, max_length=80, description="user:NAME, group:NAME or everyone.")
     ],
@@ -445,7 +414,6 @@ def remove_grant(
     rt: RuntimeDep,
 ) -> ChangeOut:
     """Take a grant away; it applies to the next search. The last `manage` grant stays."""
-    doc = _managed(session, user, doc_id)
     stored = resolve_principal(session, principal)
     removed = acl.revoke(session=session, index=rt.index(), doc=doc, principal=stored, actor=user)
     if not removed:
@@ -455,7 +423,7 @@ def remove_grant(
 
 @router.patch("/documents/{doc_id}", responses={202: {"model": ChangeOut}})
 def set_classification(
-    doc_id: str,
+    doc: ManagedDocument,
     body: ClassifyIn,
     response: Response,
     user: CurrentUser,
@@ -468,7 +436,6 @@ def set_classification(
     An admin who cannot read a confidential or personal document gets 202 and an approval
     request when lowering it to public or internal.
     """
-    doc = _managed(session, user, doc_id)
     held = acl.classify(
         session=session,
         index=rt.index(),
@@ -485,9 +452,10 @@ def set_classification(
 
 
 @router.delete("/documents/{doc_id}", status_code=204)
-def delete_document(doc_id: str, user: CurrentUser, session: SessionDep, rt: RuntimeDep) -> None:
+def delete_document(
+    doc: ManagedDocument, user: CurrentUser, session: SessionDep, rt: RuntimeDep
+) -> None:
     """Delete a document: it leaves every search at once, then its key and content go."""
-    doc = _managed(session, user, doc_id)
     acl.delete_document(
         session=session,
         index=rt.index(),
@@ -506,7 +474,7 @@ def create_approval(
     body: ApprovalIn, admin: AdminUser, session: SessionDep, rt: RuntimeDep, now: NowDep
 ) -> ApprovalRequestOut:
     """Ask a second admin to approve a grant or a classification change on a document."""
-    doc = _managed(session, admin, body.doc_id)
+    doc = managed_document(session, admin, body.doc_id)
     params: dict[str, Any]
     if body.kind == "grant":
         if not body.principal:

@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.audit import service as audit
+from appliance.auth import sessions
 from appliance.core.config import Settings
 from appliance.core.db import utcnow
 from appliance.core.errors import InvalidInput, LeaseLost
 from appliance.core.runtime import Runtime
+from appliance.documents.ingestion import IngestionWorker
 from appliance.jobs import leases
+from appliance.retention import service as retention
 
 Clock = Callable[[], dt.datetime]
 
@@ -62,9 +65,6 @@ class Job:
 
 
 def _cleanup(ctx: JobContext) -> dict[str, Any]:
-    from appliance.auth import sessions
-    from appliance.documents.ingestion import IngestionWorker
-
     rt = ctx.rt
     worker = IngestionWorker(rt)
     try:
@@ -87,8 +87,6 @@ def _cleanup(ctx: JobContext) -> dict[str, Any]:
 
 
 def _retention(ctx: JobContext) -> dict[str, Any]:
-    from appliance.retention import service as retention
-
     return retention.apply_retention(rt=ctx.rt, now=ctx.now, checkpoint=ctx.checkpoint).counts()
 
 

@@ -1,0 +1,1 @@
+"""Alembic migrations (their env imports every table through `appliance.models_registry`)."""

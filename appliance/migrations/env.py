@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from appliance.core.db import make_engine
 from appliance.models_registry import metadata
 
 config = context.config
@@ -13,8 +14,6 @@ def run_migrations_online() -> None:
     """Run migrations on the caller's connection (or a fresh engine from the URL)."""
     connection = config.attributes.get("connection")
     if connection is None:
-        from appliance.core.db import make_engine
-
         engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
         with engine.begin() as conn:
             _run(conn)

@@ -1,1 +1,1 @@
-"""The browser pages: server-rendered shells; small ES modules call the JSON API."""
+"""Face: the browser pages (server-rendered shells; small ES modules call the JSON API)."""

@@ -27,6 +27,9 @@ from appliance.core.errors import NotAuthenticated
 from appliance.core.runtime import Runtime
 from appliance.deps import NowDep, RuntimeDep, SessionDep, authenticate, cookie_names
 from appliance.documents.tables import Document
+from appliance.jobs.registry import status as job_status
+from models.manifest import ModelRegistry, verify
+from models.protocols import ModelError
 
 WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
 templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
@@ -150,9 +153,6 @@ def _system_status(request: Request, session: Session, rt: Runtime) -> dict[str,
 
 def _models(rt: Runtime) -> list[dict[str, Any]]:
     """Bundled and registered models, each checked against its sha256 (cached per file)."""
-    from models.manifest import ModelRegistry, verify
-    from models.protocols import ModelError
-
     active = {rt.settings.models.chat_model, rt.settings.models.embedder}
     rows = []
     for entry in ModelRegistry(rt.settings.models_dir / "registry.json").entries():
@@ -209,8 +209,6 @@ def admin_page(
         return response
     extra: dict[str, Any] = {}
     if section == "system":
-        from appliance.jobs.registry import status as job_status
-
         extra = {
             "status": _system_status(request, session, rt),
             "models": _models(rt),

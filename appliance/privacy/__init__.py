@@ -1,1 +1,4 @@
-"""Privacy: user erasure (right to be forgotten) and user export (right of access)."""
+"""Privacy: user erasure (right to be forgotten) and user export (right of access).
+
+Imports core and every domain up to retention.
+"""

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
+from appliance.acl import service as acl
 from appliance.acl.principals import describe_principal
 from appliance.audit import service as audit
 from appliance.audit.tables import AuditEvent
@@ -27,6 +28,7 @@ from appliance.auth import service as users
 from appliance.auth import sessions as auth_sessions
 from appliance.auth import throttle
 from appliance.auth.tables import ApiToken, AuthSession, Group, GroupMember, RecoveryCode, User
+from appliance.chat import conversations as convs
 from appliance.chat.tables import Conversation, Feedback, Message
 from appliance.core.errors import InvalidInput, PermissionDenied
 from appliance.core.places import CHAT_KEY
@@ -127,8 +129,6 @@ def erase_user(
 
     `actor` is the signed-in admin (a User) or ``operator:<os user>`` on the shell.
     """
-    from appliance.acl import service as acl
-
     actor_id = actor.id if isinstance(actor, User) else None
     user, target = _check(
         rt, user_id=user_id, documents=documents, transfer_to=transfer_to, actor_id=actor_id
@@ -279,8 +279,6 @@ def export_user(
     conversations' text, titles and cited passages, and their documents' titles and
     filenames. The user downloads the whole archive themselves; so can an operator.
     """
-    from appliance.chat import pipeline
-
     with rt.sessions() as session:
         user = users.get_user(session, user_id)
         groups = list(
@@ -326,8 +324,8 @@ def export_user(
         }
         if include_content:
             conversations = [
-                pipeline.show_conversation(rt, session, user, c["id"])
-                for c in pipeline.list_conversations(rt, session, user)
+                convs.show_conversation(rt, session, user, c["id"])
+                for c in convs.list_conversations(rt, session, user)
             ]
         else:
             conversations = [

@@ -12,11 +12,12 @@ from sqlalchemy.orm import Session
 from appliance.acl import rules
 from appliance.approvals import service as approvals
 from appliance.auth.tables import User
-from appliance.core.errors import InvalidInput, NotFound, PermissionDenied
+from appliance.core.errors import InvalidInput, NotFound
 from appliance.core.runtime import Runtime
 from appliance.deps import (
     AdminUser,
     CurrentUser,
+    ManagedDocument,
     NowDep,
     RuntimeDep,
     SessionDep,
@@ -77,18 +78,6 @@ def _state(session: Session, doc: Document) -> RetentionStateOut:
 def _doc(session: Session, doc_id: str) -> Document:
     doc = session.get(Document, doc_id)
     if doc is None or doc.state == DELETING:
-        raise NotFound(rules.NOT_FOUND)
-    return doc
-
-
-def _managed(session: Session, user: User, doc_id: str) -> Document:
-    doc = _doc(session, doc_id)
-    if not rules.can_manage(session, user, doc):
-        if rules.can_see(session, user, doc):
-            raise PermissionDenied(
-                "You may read this document but not change its retention. "
-                "Ask someone who manages it."
-            )
         raise NotFound(rules.NOT_FOUND)
     return doc
 
@@ -193,20 +182,21 @@ def put_policy(
 
 
 @router.get("/documents/{doc_id}/retention")
-def get_retention(doc_id: str, user: CurrentUser, session: SessionDep) -> RetentionStateOut:
+def get_retention(
+    doc: ManagedDocument, user: CurrentUser, session: SessionDep
+) -> RetentionStateOut:
     """A document's retain-until date and legal hold (for those who manage it)."""
-    return _state(session, _managed(session, user, doc_id))
+    return _state(session, doc)
 
 
 @router.put("/documents/{doc_id}/retention")
 def put_retention(
-    doc_id: str, body: RetainIn, user: CurrentUser, session: SessionDep
+    doc: ManagedDocument, body: RetainIn, user: CurrentUser, session: SessionDep
 ) -> RetentionStateOut:
     """Set when the retention job deletes the document (its managers or an admin).
 
     The date replaces the classification's period, earlier or later; null goes back to it.
     A document under legal hold is kept whatever the date says."""
-    doc = _managed(session, user, doc_id)
     retention.set_retain_until(
         session=session, doc_id=doc.id, until=body.retain_until, actor=user.principal
     )

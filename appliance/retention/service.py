@@ -27,7 +27,7 @@ from appliance.acl import service as acl
 from appliance.approvals import service as approvals
 from appliance.audit import service as audit
 from appliance.auth import sessions as auth_sessions
-from appliance.chat.pipeline import decrypt_for, encrypt_for
+from appliance.chat.conversations import UNAVAILABLE, decrypt_for, encrypt_for
 from appliance.chat.tables import Conversation, Message
 from appliance.core import places
 from appliance.core.classification import CLASSIFICATIONS
@@ -46,7 +46,6 @@ CLASSIFICATION_KEYS = {name: f"{name}_days" for name in CLASSIFICATIONS}
 POLICY_KEYS = tuple(RetentionSettings.model_fields)
 # Documents the job may delete; work in progress is left to the next run.
 DELETABLE = (QUEUED, INDEXED, FAILED)
-UNAVAILABLE = "no longer available"
 SCRUB_BATCH = 500  # messages decrypted per transaction when scrubbing sources
 
 Checkpoint = Callable[[], None]

@@ -14,9 +14,10 @@ from sqlalchemy import select
 from appliance.approvals import service as approvals
 from appliance.audit import service as audit
 from appliance.audit.tables import AuditEvent
-from appliance.auth import passwords, service, sessions
+from appliance.auth import passwords, service, sessions, signin
 from appliance.auth.signin import GENERIC_FAILURE, Client
 from appliance.auth.tables import AuthSession, User
+from appliance.core.errors import SignInFailed
 from appliance.core.runtime import Runtime
 from tests.fixtures.auth import GOOD_PASSWORD, Account, Browser, Clock, make_user
 
@@ -163,7 +164,7 @@ def test_concurrent_requests_with_one_code_exactly_one_wins(
             assert pre is not None
             barrier.wait()
             try:
-                service.sign_in_second_factor(
+                signin.sign_in_second_factor(
                     s,
                     crypto=runtime.crypto,
                     pre=pre,
@@ -175,7 +176,7 @@ def test_concurrent_requests_with_one_code_exactly_one_wins(
                 )
                 s.commit()
                 results.append("won")
-            except service.SignInFailed:
+            except SignInFailed:
                 s.commit()
                 results.append("lost")
 

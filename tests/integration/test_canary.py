@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import select
 
 from appliance.auth import service as users
-from appliance.chat import pipeline
+from appliance.chat import conversations, pipeline
 from appliance.chat.tables import Conversation, Message
 from appliance.core.places import CHAT_KEY
 from appliance.core.runtime import Runtime
@@ -154,7 +154,7 @@ def _ingest_and_chat(rt: Runtime, tmp_path: Path, marker: str) -> None:
     conv_id = next(e.data["id"] for e in events if e.kind == "conversation")
     with rt.sessions() as s:
         conv = s.get_one(Conversation, conv_id)
-        title = pipeline.decrypt_for(rt, uid, f"conversation:{conv_id}:title", conv.title_ct)
+        title = conversations.decrypt_for(rt, uid, f"conversation:{conv_id}:title", conv.title_ct)
         assert marker in title
         assert len(s.execute(select(Message)).scalars().all()) == 2
     assert rt.crypto.has_data_key(CHAT_KEY, uid)

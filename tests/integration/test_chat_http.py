@@ -38,7 +38,7 @@ def app(runtime: Runtime, tmp_path: Path) -> FastAPI:
     )
     submit(rt, tmp_path / "travel.md", grants=("group:staff",))
     inline_worker(rt).run_until_idle()
-    rt._generator = FakeGenerator("Use the travel portal [1] [5].")
+    rt._generator = FakeGenerator("Employees book flights through the travel portal [1] [5].")
     return create_app(rt.settings, runtime=rt, background=False)
 
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import delete, select
 
 from appliance.audit.tables import AuditEvent
-from appliance.chat import pipeline
+from appliance.chat import conversations, pipeline
 from appliance.chat.tables import Message
 from appliance.core.runtime import Runtime
 from appliance.documents.tables import DocumentGrant
@@ -101,7 +101,7 @@ def test_no_readable_match_answers_without_calling_the_model(chat_rt: Runtime) -
 
 
 def test_revocation_applies_to_the_next_question_and_to_history(chat_rt: Runtime) -> None:
-    chat_rt._generator = FakeGenerator("Use the portal [1].")
+    chat_rt._generator = FakeGenerator("Employees book flights through the travel portal [1].")
     first = _ask(chat_rt, "bob", "How do I book flights?")
     conv = first[0].data["id"]
     assert _sources(first)
@@ -115,9 +115,9 @@ def test_revocation_applies_to_the_next_question_and_to_history(chat_rt: Runtime
 
     with chat_rt.sessions() as s:
         bob = users.get_user_by_name(s, "bob")
-        shown = pipeline.show_conversation(chat_rt, s, bob, conv)
+        shown = conversations.show_conversation(chat_rt, s, bob, conv)
     old_sources = shown["messages"][1]["sources"]
-    assert old_sources == [{"marker": 1, "status": pipeline.UNAVAILABLE}]
+    assert old_sources == [{"marker": 1, "status": conversations.UNAVAILABLE}]
     assert "travel.md" not in json.dumps(shown)
 
 
@@ -142,15 +142,15 @@ def test_conversations_are_private_and_encrypted(chat_rt: Runtime) -> None:
     with chat_rt.sessions() as s:
         alice = users.get_user_by_name(s, "alice")
         bob = users.get_user_by_name(s, "bob")
-        assert [c["id"] for c in pipeline.list_conversations(chat_rt, s, alice)] == [conv]
-        assert pipeline.list_conversations(chat_rt, s, bob) == []
+        assert [c["id"] for c in conversations.list_conversations(chat_rt, s, alice)] == [conv]
+        assert conversations.list_conversations(chat_rt, s, bob) == []
         with pytest.raises(NotFound):
-            pipeline.show_conversation(chat_rt, s, bob, conv)
+            conversations.show_conversation(chat_rt, s, bob, conv)
         with pytest.raises(NotFound):
-            pipeline.delete_conversation(s, bob, conv)
-        pipeline.rename_conversation(chat_rt, s, alice, conv, "Travel")
+            conversations.delete_conversation(s, bob, conv)
+        conversations.rename_conversation(chat_rt, s, alice, conv, "Travel")
         s.commit()
-        assert pipeline.list_conversations(chat_rt, s, alice)[0]["title"] == "Travel"
+        assert conversations.list_conversations(chat_rt, s, alice)[0]["title"] == "Travel"
         stored = s.execute(select(Message.content_ct)).scalars().all()
         assert all(b"unique-question-7781" not in c for c in stored)
         audit = s.execute(select(AuditEvent).where(AuditEvent.action == "chat.answer")).scalars()
@@ -158,13 +158,13 @@ def test_conversations_are_private_and_encrypted(chat_rt: Runtime) -> None:
         assert details[-1]["model"] == "fake-generator"
         assert details[-1]["chunks"]
         assert "unique-question-7781" not in json.dumps(details)
-        pipeline.delete_conversation(s, alice, conv)
+        conversations.delete_conversation(s, alice, conv)
         s.commit()
-        assert pipeline.list_conversations(chat_rt, s, alice) == []
+        assert conversations.list_conversations(chat_rt, s, alice) == []
 
 
 def test_follow_up_is_retrieved_with_the_previous_question(chat_rt: Runtime) -> None:
-    chat_rt._generator = FakeGenerator("See [1].")
+    chat_rt._generator = FakeGenerator("Employees book flights through the travel portal [1].")
     first = _ask(chat_rt, "alice", "How do I book flights through the travel portal?")
     follow = _ask(chat_rt, "alice", "and for that?", conversation=first[0].data["id"])
     assert _sources(follow)
@@ -219,9 +219,11 @@ def test_injected_documents_stay_quoted_data(
     chat_rt._generator = gen
     events = _ask(chat_rt, "bob", "travel portal flights")
     system = gen.messages[0].content
-    assert system.index("Sources:") > system.index("untrusted")
-    assert "\u200b" not in system  # invisible characters stripped at ingestion
-    assert "\u2060" not in system
+    asked = gen.messages[-1].content  # sources travel with the question, after the rules
+    assert "untrusted" in system and "<source" not in system
+    assert asked.index("<source") < asked.index("Question:")
+    assert "\u200b" not in asked  # invisible characters stripped at ingestion
+    assert "\u2060" not in asked
     delivered = json.dumps([e.data for e in events])
     assert "![" not in _text(events)
     assert "[99]" not in _text(events)
@@ -229,7 +231,7 @@ def test_injected_documents_stay_quoted_data(
 
 
 def test_generation_timeout_cuts_the_answer_off(chat_rt: Runtime) -> None:
-    chat_rt._generator = FakeGenerator("slow " * 100, delay=0.05)
+    chat_rt._generator = FakeGenerator(" ".join(f"slow{i}" for i in range(100)), delay=0.05)
     chat_rt.settings.chat.generation_timeout_seconds = 0.5
     events = _ask(chat_rt, "alice", "How do I book flights?")
     assert events[-1].data["stopped"] is True

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from appliance.approvals import service as approvals
+from appliance.audit import query as audit_query
 from appliance.audit import service as audit
 from appliance.auth.tables import User
 from appliance.cli import app
@@ -124,7 +125,7 @@ def test_system_switches_from_the_shell(cli: CliRunner, runtime: Runtime) -> Non
     for command in ("pause-ingestion", "resume-ingestion", "read-only", "read-write"):
         assert cli.invoke(app, ["system", command]).exit_code == 0
     with runtime.sessions() as s:
-        page = audit.search(s, filters=audit.Filters(action="system.switch"), limit=100)
+        page = audit_query.search(s, filters=audit_query.Filters(action="system.switch"), limit=100)
     assert len(page.entries) == 6
     assert all(e.actor.startswith("operator:") for e in page.entries)
 
@@ -155,7 +156,7 @@ def test_approve_from_the_shell_needs_another_admin(cli: CliRunner, runtime: Run
     assert "approved" in ok.output
     with runtime.sessions() as s:
         assert s.get_one(User, pat_id).role == "admin"
-        page = audit.search(s, filters=audit.Filters(action="approval"), limit=100)
+        page = audit_query.search(s, filters=audit_query.Filters(action="approval"), limit=100)
     assert {e.action for e in page.entries} >= {"approval.approve", "approval.cli"}
 
 

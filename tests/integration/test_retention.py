@@ -27,7 +27,7 @@ from appliance.audit.tables import AuditEvent
 from appliance.auth import service as users
 from appliance.auth import sessions as auth_sessions
 from appliance.auth.tables import AuthSession
-from appliance.chat import pipeline
+from appliance.chat import conversations, pipeline
 from appliance.chat.tables import Conversation, Message
 from appliance.core.db import utcnow
 from appliance.core.errors import LeaseLost, PermissionDenied
@@ -251,7 +251,7 @@ def test_deleted_document_leaves_conversations_sources(runtime: Runtime, tmp_pat
         admin = users.get_user_by_name(s, "admin")
     conv_id = _converse(rt, admin.id, "What does the memo say about the travel portal?")
     with rt.sessions() as s:
-        shown = pipeline.show_conversation(rt, s, admin, conv_id)
+        shown = conversations.show_conversation(rt, s, admin, conv_id)
         cited = [src for m in shown["messages"] for src in m["sources"]]
         assert cited
         assert all(src["doc_id"] == doc_id for src in cited)
@@ -264,13 +264,13 @@ def test_deleted_document_leaves_conversations_sources(runtime: Runtime, tmp_pat
     assert result.counts["documents_deleted"] == 1
     assert result.counts["sources_scrubbed"] >= 1
     with rt.sessions() as s:
-        shown = pipeline.show_conversation(rt, s, admin, conv_id)
+        shown = conversations.show_conversation(rt, s, admin, conv_id)
         cited = [src for m in shown["messages"] for src in m["sources"]]
         assert cited
         assert all(src["status"] == "no longer available" for src in cited)
         # Stored, not just shown: the sources no longer carry its filename or snippet.
         for m in s.execute(select(Message).where(Message.sources_ct.is_not(None))).scalars():
-            stored = pipeline.decrypt_for(
+            stored = conversations.decrypt_for(
                 rt, admin.id, f"conversation:{conv_id}:sources:{m.id}", m.sources_ct or b""
             )
             assert name not in stored
@@ -282,12 +282,12 @@ def _message(rt: Runtime, user_id: str, when: dt.datetime, n: int = 1) -> str:
         conv = Conversation(owner_id=user_id, title_ct=b"", created_at=when, updated_at=when)
         s.add(conv)
         s.flush()
-        conv.title_ct = pipeline.encrypt_for(rt, user_id, f"conversation:{conv.id}:title", "t")
+        conv.title_ct = conversations.encrypt_for(rt, user_id, f"conversation:{conv.id}:title", "t")
         for i in range(n):
             msg = Message(conversation_id=conv.id, role="user", content_ct=b"", created_at=when)
             s.add(msg)
             s.flush()
-            msg.content_ct = pipeline.encrypt_for(
+            msg.content_ct = conversations.encrypt_for(
                 rt, user_id, f"conversation:{conv.id}:message:{msg.id}", f"question {i}"
             )
         s.commit()
@@ -607,8 +607,8 @@ def test_scrub_keeps_sources_of_live_documents(runtime: Runtime, tmp_path: Path)
             s.add(msg)
             s.flush()
             place = f"conversation:{conv}:"
-            msg.content_ct = pipeline.encrypt_for(rt, uid, place + f"message:{msg.id}", "a")
-            msg.sources_ct = pipeline.encrypt_for(
+            msg.content_ct = conversations.encrypt_for(rt, uid, place + f"message:{msg.id}", "a")
+            msg.sources_ct = conversations.encrypt_for(
                 rt, uid, place + f"sources:{msg.id}", json.dumps(sources)
             )
             ids.append(msg.id)
@@ -618,7 +618,7 @@ def test_scrub_keeps_sources_of_live_documents(runtime: Runtime, tmp_path: Path)
     with rt.sessions() as s:
         stored = [
             json.loads(
-                pipeline.decrypt_for(
+                conversations.decrypt_for(
                     rt, uid, f"conversation:{conv}:sources:{i}", s.get_one(Message, i).sources_ct
                 )
             )

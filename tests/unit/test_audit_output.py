@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
+from appliance.audit import query as audit_query
 from appliance.audit import service as audit
 from appliance.auth.tables import User
 from appliance.core.crypto import Crypto, Keyring
@@ -48,18 +49,19 @@ def session() -> Iterator[Session]:
     ],
 )
 def test_csv_cells_never_start_a_formula(cell: str, shown: str) -> None:
-    assert audit.csv_safe(cell) == shown
+    assert audit_query.csv_safe(cell) == shown
 
 
 def test_filters_round_trip_and_naive_times_are_utc(session: Session) -> None:
     for i in range(3):
         audit.record(session, actor="operator:t", action="a.b", now=T0 + dt.timedelta(hours=i))
-    naive = audit.Filters(since=dt.datetime(2026, 1, 1, 1, 0), action="a")
-    page = audit.search(session, filters=naive, newest_first=False)
+    naive = audit_query.Filters(since=dt.datetime(2026, 1, 1, 1, 0), action="a")
+    page = audit_query.search(session, filters=naive, newest_first=False)
     assert [e.ts for e in page.entries] == [T0 + dt.timedelta(hours=1), T0 + dt.timedelta(hours=2)]
-    again = audit.Filters.from_json(json.loads(json.dumps(naive.to_json())))
+    again = audit_query.Filters.from_json(json.loads(json.dumps(naive.to_json())))
     assert (
-        audit.search(session, filters=again).entries == audit.search(session, filters=naive).entries
+        audit_query.search(session, filters=again).entries
+        == audit_query.search(session, filters=naive).entries
     )
 
 
@@ -70,21 +72,23 @@ def test_erased_users_get_a_stable_keyed_pseudonym(
     session.add(user)
     session.flush()
     audit.record(session, actor=user.principal, action="a.b", target=user.principal)
-    assert audit.describe_actor(session, user.principal, crypto=crypto) == user.username
+    assert audit_query.describe_actor(session, user.principal, crypto=crypto) == user.username
     session.delete(user)
     session.flush()
-    pseudonym = audit.describe_actor(session, user.principal, crypto=crypto)
+    pseudonym = audit_query.describe_actor(session, user.principal, crypto=crypto)
     assert pseudonym.startswith("erased-user-")
     assert len(pseudonym) == len("erased-user-") + 8
-    assert audit.describe_actor(session, user.principal, crypto=crypto) == pseudonym
+    assert audit_query.describe_actor(session, user.principal, crypto=crypto) == pseudonym
     other = Crypto(Keyring.generate(), tmp_path / "other")
-    assert audit.describe_actor(session, user.principal, crypto=other) != pseudonym
-    assert audit.describe_actor(session, "operator:root") == "operator:root"
+    assert audit_query.describe_actor(session, user.principal, crypto=other) != pseudonym
+    assert audit_query.describe_actor(session, "operator:root") == "operator:root"
 
     cp = audit.checkpoint(session, crypto=crypto)
-    for fmt in audit.FORMATS:
+    for fmt in audit_query.FORMATS:
         text = "".join(
-            audit.export_lines(session, filters=audit.Filters(), fmt=fmt, cp=cp, crypto=crypto)
+            audit_query.export_lines(
+                session, filters=audit_query.Filters(), fmt=fmt, cp=cp, crypto=crypto
+            )
         )
         assert "mallory" not in text
         assert pseudonym in text
@@ -92,8 +96,8 @@ def test_erased_users_get_a_stable_keyed_pseudonym(
         csv.DictReader(
             io.StringIO(
                 "".join(
-                    audit.export_lines(
-                        session, filters=audit.Filters(), fmt="csv", cp=cp, crypto=crypto
+                    audit_query.export_lines(
+                        session, filters=audit_query.Filters(), fmt="csv", cp=cp, crypto=crypto
                     )
                 )
             )

@@ -1,0 +1,212 @@
+"""Evidence: the retrieved passages, ranked, each with the sentences that best answer the question.
+
+Shown to the asker right after retrieval, before the model says a word, so every answer can
+be checked against its documents. Sentences are scored with the embedder already loaded
+for retrieval (cosine to the question) plus term overlap (the share of the question's
+content words a sentence contains): no extra model, and exact terms such as "level minus
+two" count even when the small embedder blurs them.
+
+The same sentence vectors later decide which passage supports each sentence of the answer
+(`appliance.chat.claims`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from appliance.chat.retrieval import Source
+from models.protocols import Embedder
+
+COSINE_WEIGHT = 0.65
+"""Share of a sentence's score from the embedder; the rest is term overlap."""
+MAX_HIGHLIGHTS = 3
+HIGHLIGHT_RATIO = 0.8
+"""A further sentence is highlighted when it scores at least this share of the best one."""
+MAX_SENTENCE_CHARS = 400
+
+_WORD = re.compile(r"[a-z0-9][a-z0-9_'-]*")
+# A sentence ends at . ! ? (or a closing quote/bracket after them) followed by space and
+# something that starts a sentence; line breaks between list items and headings end one too.
+_BOUNDARY = re.compile(
+    r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])"
+    r"|\n\s*\n"
+    r"|\n(?=\s*(?:[-*\u2022]|\d+[.)]|#+)\s)"
+)
+_ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "vs.", "cf.", "approx.", "no.", "fig.", "mr.", "dr.")
+
+# A word list reads better as text than as 150 quoted strings.
+STOPWORDS = frozenset(
+    """
+    a about above after again all also am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from
+    further get got had has have having he her here hers him his how i if in into is it its
+    itself just let me more most my no nor not now of off on once only or other our out over
+    own same she should so some such than that the their them then there these they this
+    those through to too under until up very was we were what when where which while who
+    whom why will with would you your yours please tell know want need
+    """.split()  # noqa: SIM905
+)
+
+
+def content_terms(text: str) -> set[str]:
+    """Lower-cased content words (stopwords out, a plural 's' folded) for term overlap."""
+    terms = set()
+    for word in _WORD.findall(text.lower()):
+        if word in STOPWORDS or len(word) < 2:
+            continue
+        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+            word = word[:-1]
+        terms.add(word)
+    return terms
+
+
+def overlap(wanted: set[str], found: set[str]) -> float:
+    """Share of `wanted` terms that occur in `found` (0 when nothing is wanted)."""
+    return len(wanted & found) / len(wanted) if wanted else 0.0
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split a passage or an answer into sentences (list items and headings count as one)."""
+    pieces: list[str] = []
+    for raw in _BOUNDARY.split(text):
+        piece = " ".join(raw.split())
+        if not piece:
+            continue
+        if pieces and pieces[-1].lower().endswith(_ABBREVIATIONS):
+            pieces[-1] = f"{pieces[-1]} {piece}"
+            continue
+        while len(piece) > MAX_SENTENCE_CHARS:
+            cut = piece.rfind(" ", 0, MAX_SENTENCE_CHARS)
+            cut = cut if cut > MAX_SENTENCE_CHARS // 2 else MAX_SENTENCE_CHARS
+            pieces.append(piece[:cut])
+            piece = piece[cut:].lstrip()
+        if piece:
+            pieces.append(piece)
+    return pieces
+
+
+@dataclass
+class Passage:
+    """One retrieved passage the asker may read, with its scored sentences."""
+
+    source: Source
+    sentences: list[str]
+    scores: list[float]
+    highlights: list[int]
+    vectors: npt.NDArray[np.float32] = field(repr=False)
+    terms: list[set[str]] = field(repr=False)
+    relevance: float = 0.0
+    rank: int = 0
+
+    @property
+    def best_score(self) -> float:
+        """The score of its best sentence."""
+        return max(self.scores, default=0.0)
+
+    def public(self, link: str) -> dict[str, object]:
+        """What the asker sees: where it is, and its text as sentences, the best marked."""
+        s = self.source
+        return {
+            "rank": self.rank,
+            "doc_id": s.doc_id,
+            "chunk_no": s.chunk_no,
+            "filename": s.filename,
+            "title": s.title,
+            "page": s.page,
+            "heading": s.heading,
+            "url": link,
+            "score": round(self.relevance, 3),
+            "sentences": [
+                {"text": text, "highlight": i in self.highlights, "score": round(score, 3)}
+                for i, (text, score) in enumerate(zip(self.sentences, self.scores, strict=True))
+            ],
+        }
+
+
+def score_sentences(
+    question_vector: npt.NDArray[np.float32],
+    question_terms: set[str],
+    vectors: npt.NDArray[np.float32],
+    terms: Sequence[set[str]],
+) -> list[float]:
+    """Each sentence's match to the question: cosine and term overlap, weighted."""
+    if not len(terms):
+        return []
+    cosines = vectors @ question_vector
+    return [
+        COSINE_WEIGHT * max(float(c), 0.0) + (1 - COSINE_WEIGHT) * overlap(question_terms, t)
+        for c, t in zip(cosines, terms, strict=True)
+    ]
+
+
+def _highlights(scores: Sequence[float]) -> list[int]:
+    if not scores:
+        return []
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    best = scores[order[0]]
+    chosen = [order[0]]
+    for i in order[1:MAX_HIGHLIGHTS]:
+        if scores[i] >= HIGHLIGHT_RATIO * best and scores[i] > 0:
+            chosen.append(i)
+    return sorted(chosen)
+
+
+def build(
+    *,
+    embedder: Embedder,
+    question: str,
+    sources: Sequence[Source],
+    context: str | None = None,
+) -> list[Passage]:
+    """Score every sentence of every passage against the question (one embedding batch).
+
+    With ``context`` (a follow-up's question together with the previous one), a sentence
+    scores the better of its match to either, so "and for visitors?" still finds its answer.
+    Passages are re-ranked by their retrieval score and their best sentence together, so a
+    passage that states the answer outright comes before one that only shares its topic.
+    """
+    split = [split_sentences(s.text) or [s.text.strip() or "(empty)"] for s in sources]
+    flat = [sentence for sentences in split for sentence in sentences]
+    if not flat:
+        return []
+    queries = [question] if not context or context == question else [question, context]
+    vectors = embedder.embed([*queries, *flat])
+    query_vectors, sentence_vectors = vectors[: len(queries)], vectors[len(queries) :]
+    query_terms = [content_terms(q) for q in queries]
+    passages: list[Passage] = []
+    start = 0
+    for source, sentences in zip(sources, split, strict=True):
+        block = sentence_vectors[start : start + len(sentences)]
+        start += len(sentences)
+        terms = [content_terms(s) for s in sentences]
+        scores = [
+            max(many)
+            for many in zip(
+                *(
+                    score_sentences(qv, qt, block, terms)
+                    for qv, qt in zip(query_vectors, query_terms, strict=True)
+                ),
+                strict=True,
+            )
+        ]
+        passages.append(
+            Passage(
+                source=source,
+                sentences=sentences,
+                scores=scores,
+                highlights=_highlights(scores),
+                vectors=block,
+                terms=terms,
+            )
+        )
+    for p in passages:
+        p.relevance = 0.5 * p.source.score + 0.5 * p.best_score
+    passages.sort(key=lambda p: (-p.relevance, p.source.rank))
+    for rank, p in enumerate(passages, start=1):
+        p.rank = rank
+    return passages
