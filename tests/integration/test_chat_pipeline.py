@@ -220,7 +220,8 @@ def test_injected_documents_stay_quoted_data(
     events = _ask(chat_rt, "bob", "travel portal flights")
     system = gen.messages[0].content
     asked = gen.messages[-1].content  # sources travel with the question, after the rules
-    assert "untrusted" in system and "<source" not in system
+    assert "untrusted" in system
+    assert "<source" not in system
     assert asked.index("<source") < asked.index("Question:")
     assert "\u200b" not in asked  # invisible characters stripped at ingestion
     assert "\u2060" not in asked
