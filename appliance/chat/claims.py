@@ -25,6 +25,8 @@ SUPPORT_THRESHOLD = 0.62
 """A sentence is supported when its best evidence sentence scores at least this."""
 EVIDENCE_THRESHOLD = 0.35
 """Below this best-sentence score for the question, the documents do not clearly answer it."""
+STRONG_EVIDENCE = 0.5
+"""At or above this, a withheld draft is replaced by the best sentence, quoted."""
 UNSUPPORTED_SHARE = 0.5
 """Abstain when more than this share of the answer's checkable sentences is unsupported."""
 MIN_WORDS = 4
@@ -34,6 +36,11 @@ MAX_RANKS = 2
 ABSTAIN_TEXT = (
     "The documents found do not clearly answer this question. The passages below are the "
     "closest matches: check them, try other words, or ask the document's owner."
+)
+
+QUOTE_INTRO = (
+    "I could not write an answer that your documents support. The passage that matches "
+    "your question best says:"
 )
 
 _MARKER = re.compile(r"\s*\[(\d{1,3})\]")
@@ -88,6 +95,25 @@ class Attribution:
 def evidence_is_weak(passages: Sequence[Passage]) -> bool:
     """Whether no passage has a sentence that clearly matches the question."""
     return not passages or max(p.best_score for p in passages) < EVIDENCE_THRESHOLD
+
+
+def quote_best(passages: Sequence[Passage]) -> Attribution:
+    """Instead of an unsupported draft: the best-matching sentence itself, quoted and cited.
+
+    Used when the evidence clearly matches but the model's sentences do not hold up: the
+    person gets the documents' own words, marked as a quote, never a guess.
+    """
+    best = max(passages, key=lambda p: (p.best_score, -p.rank))
+    i = max(range(len(best.sentences)), key=lambda j: best.scores[j])
+    sentence = best.sentences[i]
+    text = f"{QUOTE_INTRO} \u201c{sentence}\u201d [{best.rank}]"
+    claim = Claim(sentence, [best.rank], 1.0, True)
+    return Attribution([claim], text, True, "quoted")
+
+
+def evidence_is_strong(passages: Sequence[Passage]) -> bool:
+    """Whether some passage has a sentence that clearly matches the question."""
+    return bool(passages) and max(p.best_score for p in passages) >= STRONG_EVIDENCE
 
 
 def _strip_markers(sentence: str) -> tuple[str, set[int]]:
@@ -155,7 +181,10 @@ def _with_markers(answer: str, sentences: Sequence[str], claims: Sequence[Claim]
             continue
         out.append(source[pos:where])
         text, _ = _strip_markers(source[where:end])
-        out.append(text + _marks(claim))
+        marks = _marks(claim)
+        stop = len(text.rstrip(".!?:;\u201d\"')")) if marks.startswith(" [") else len(text)
+        # "level minus two [1]." rather than "level minus two. [1]"
+        out.append(text[:stop] + marks + text[stop:])
         pos = end
     out.append(source[pos:])
     return "".join(out)

@@ -142,6 +142,13 @@ def show_conversation(rt: Runtime, session: Session, user: User, conv_id: str) -
         if m.role == "assistant":
             item["html"] = render_answer(text, [s["marker"] for s in shown if "doc_id" in s])
             item["feedback"] = ratings.get(m.id)
+            item["claims"] = (
+                json.loads(
+                    decrypt_for(rt, user.id, places.message_claims(conv.id, m.id), m.claims_ct)
+                )
+                if m.claims_ct
+                else []
+            )
         out.append(item)
     return {
         "id": conv.id,

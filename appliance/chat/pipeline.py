@@ -215,7 +215,9 @@ def answer(
         model_name = generator.name
         messages, used = prompt.from_evidence(
             passages=passages,
-            history=history,
+            history=prompt.model_history(
+                history, canned=(NO_SOURCE_ANSWER, claims.ABSTAIN_TEXT, claims.QUOTE_INTRO)
+            ),
             question=question,
             count_tokens=generator.count_tokens,
             count_chat_tokens=generator.count_chat_tokens,
@@ -293,6 +295,8 @@ def answer(
                     passages=passages,
                     prompt_ranks=[p.rank for p in used],
                 )
+                if attribution.abstained and not stopped and claims.evidence_is_strong(passages):
+                    attribution = claims.quote_best(passages)
                 # An answer the asker stopped stays as far as it went, flags and all.
                 if not (stopped and attribution.abstained):
                     text = attribution.text
@@ -329,7 +333,9 @@ def answer(
             conv,
             "assistant",
             text,
-            sources=[{**_public(p), "marker": p.rank} for p in passages],
+            # Only the highlighted sentences are kept with the answer: the stored copy of
+            # document text stays small, and the retention job scrubs it with the document.
+            sources=[_stored(p) for p in passages],
             claims=claim_list,
             model=model_name,
         )
@@ -384,3 +390,9 @@ def answer(
 def _public(passage: evidence.Passage) -> dict[str, Any]:
     s = passage.source
     return passage.public(f"/api/documents/{s.doc_id}/chunks/{s.chunk_no}")
+
+
+def _stored(passage: evidence.Passage) -> dict[str, Any]:
+    data = _public(passage)
+    data["sentences"] = [x for x in data["sentences"] if x["highlight"]]
+    return {**data, "marker": passage.rank}

@@ -95,6 +95,43 @@ EVIDENCE_RULES = (
 
 GAP = " … "
 
+# One worked example, fixed (so it is part of the reused prefix): small models copy its form
+# (a short answer in the sources' own words, with the source number), large ones ignore it.
+EXAMPLE = (
+    ChatMessage(
+        "user",
+        'Sources:\n<source id="1" document="Canteen">\nThe canteen opens at 8:00 and '
+        "closes at 15:00. Hot meals are served from noon.\n</source>\n\n"
+        "Question: When can I get a hot meal?",
+    ),
+    ChatMessage("assistant", "Hot meals are served from noon [1]."),
+)
+
+_WRITTEN_MARKER = re.compile(r"\s*\[\d{1,3}\]")
+
+
+def model_history(history: Sequence[ChatMessage], canned: Sequence[str]) -> list[ChatMessage]:
+    """Earlier turns as the model should see them.
+
+    The appliance's own canned replies (no source, abstentions, quotes) are dropped with the
+    question that led to them, so the model does not learn to repeat them; computed markers
+    and flags are removed, since their numbers referred to that turn's evidence.
+    """
+    out: list[ChatMessage] = []
+    for message in history:
+        if message.role == "assistant":
+            text = message.content
+            if any(text.startswith(c) for c in canned):
+                if out and out[-1].role == "user":
+                    out.pop()
+                continue
+            text = _WRITTEN_MARKER.sub("", text).replace("\ue000", "")
+            text = text.split("\n\n[The answer was", 1)[0].strip()
+            out.append(ChatMessage("assistant", text))
+        else:
+            out.append(message)
+    return out
+
 
 def sentence_window(passage: Passage, neighbours: int = 1) -> str:
     """A passage's best sentences with their neighbours, in order; gaps shown as "…"."""
@@ -169,7 +206,12 @@ def from_evidence(
             break
     while True:
         body = "Sources:\n" + "\n\n".join(quoted) + f"\n\nQuestion: {question}"
-        messages = [ChatMessage("system", EVIDENCE_RULES), *turns, ChatMessage("user", body)]
+        messages = [
+            ChatMessage("system", EVIDENCE_RULES),
+            *EXAMPLE,
+            *turns,
+            ChatMessage("user", body),
+        ]
         if count_chat_tokens(messages) + answer_tokens <= context_length:
             return messages, used
         if turns:

@@ -39,6 +39,7 @@ from appliance.acl import service as acl
 from appliance.acl.principals import add_member, principals_for, remove_member
 from appliance.auth import service as users
 from appliance.auth.tables import Group, User
+from appliance.chat import pipeline
 from appliance.chat.retrieval import retrieve
 from appliance.core.db import utcnow
 from appliance.core.errors import InvalidInput
@@ -48,6 +49,7 @@ from appliance.documents import service as docs
 from appliance.documents.ingestion import IngestionWorker, Parser
 from appliance.documents.tables import EMBEDDING, INDEXED, Chunk, Document
 from ingest.index import ChunkPoint
+from models.fakes import FakeGenerator
 
 N_USERS = 3
 N_GROUPS = 2
@@ -58,6 +60,7 @@ MIN_TOTAL_STEPS = 10_000
 BUDGET_SECONDS = 300.0
 OPERATOR = "operator:property-test"
 QUERY = "alpha"
+ANSWER_EVERY = 20  # a whole answer on every 20th check: the step budget holds
 
 
 class Stats:
@@ -67,6 +70,7 @@ class Stats:
     checks = 0
     examples = 0
     check_seconds = 0.0
+    answers = 0
     by_rule: ClassVar[dict[str, int]] = {}
 
     @classmethod
@@ -107,6 +111,7 @@ class AclMachine(RuleBasedStateMachine):
         self.members: set[tuple[str, str]] = set()  # (group_id, user_id)
         self.grants: dict[str, dict[str, str]] = {}  # doc -> principal -> level
         self.chunks: dict[str, set[tuple[str, int]]] = {}
+        self.answer_checks = 0
 
     # -- the reference model -----------------------------------------------------------
 
@@ -349,6 +354,38 @@ class AclMachine(RuleBasedStateMachine):
             s.rollback()
         Stats.check_seconds += time.perf_counter() - started
 
+    @invariant()
+    def every_answer_shows_only_readable_passages(self) -> None:
+        """The answer path (evidence event, cited sources, claims) shows readable chunks only.
+
+        One user per check, in turn (a whole answer is stored and audited): the evidence the
+        asker sees before the model starts, the passages the checked answer cites and the
+        ranks its claims name all come from chunks the model says they may read.
+        """
+        self.answer_checks += 1
+        uid = self.user_ids[self.answer_checks % len(self.user_ids)]
+        if self.answer_checks % ANSWER_EVERY or not self.active[uid]:
+            return
+        Stats.answers += 1
+        readable = self.model_readable(uid)
+        chunks = set().union(*(self.chunks[d] for d in readable))
+        # A model that repeats every source it was given: whatever reached the prompt shows.
+        # Every readable chunk counts as a match (hashed fake vectors can cancel "alpha").
+        self.rt._generator = FakeGenerator(lambda msgs: msgs[-1].content)
+        self.rt.settings.chat.min_score = -1.0
+        events = list(
+            pipeline.answer(rt=self.rt, scheduler=self.rt.scheduler, user_id=uid, question=QUERY)
+        )
+        by_kind = {e.kind: e.data for e in events}
+        shown = {(p["doc_id"], p["chunk_no"]) for p in by_kind["evidence"]["passages"]}
+        assert shown <= chunks
+        if chunks:
+            assert shown, "readable chunks match the query, yet no evidence was shown"
+        cited = {(c["doc_id"], c["chunk_no"]) for c in by_kind["sources"]["sources"]}
+        assert cited <= shown
+        ranks = {p["rank"] for p in by_kind["evidence"]["passages"]}
+        assert {r for c in by_kind["done"]["claims"] for r in c["ranks"]} <= ranks
+
     def teardown(self) -> None:
         """Delete this example's documents, so the next example starts from an empty index."""
         rt = self.rt
@@ -370,7 +407,7 @@ def test_search_chat_and_library_match_the_reference_model(
 ) -> None:
     AclMachine.rt = runtime
     AclMachine.tmp = tmp_path
-    Stats.steps = Stats.checks = Stats.examples = 0
+    Stats.steps = Stats.checks = Stats.examples = Stats.answers = 0
     Stats.check_seconds = 0.0
     Stats.by_rule = {}
     started = time.monotonic()
@@ -387,7 +424,8 @@ def test_search_chat_and_library_match_the_reference_model(
     elapsed = time.monotonic() - started
     print(  # noqa: T201 - the figure CI reports
         f"\nacl property: {Stats.examples} examples, {Stats.steps} steps, "
-        f"{Stats.checks} per-user checks in {elapsed:.1f}s ({Stats.check_seconds:.1f}s "
+        f"{Stats.checks} per-user checks, {Stats.answers} whole answers "
+        f"in {elapsed:.1f}s ({Stats.check_seconds:.1f}s "
         f"checking); steps per rule: {Stats.by_rule}"
     )
     assert runtime.index().count() == 0  # every example cleaned up after itself

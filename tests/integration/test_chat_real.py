@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,6 +129,61 @@ def test_streamed_answer_protocol_with_the_real_model(real_rt: Runtime) -> None:
     assert all(c["filename"] in ("handbook.pdf", "it-rules.docx") for c in cited)
     text = "".join(e.data["text"] for e in events if e.kind == "token")
     assert text.strip()
+
+
+def test_evidence_arrives_before_the_first_token_with_the_right_passage(
+    real_rt: Runtime,
+) -> None:
+    """Real MiniLM and SmolLM2: the passage that answers is shown, highlighted, at once."""
+    with real_rt.sessions() as s:
+        uid = users.get_user_by_name(s, "erin").id
+    question = "How many weeks of parental leave do parents get?"
+    arrived: list[tuple[str, float]] = []
+    events = []
+    started = time.perf_counter()
+    for e in pipeline.answer(
+        rt=real_rt, scheduler=real_rt.scheduler, user_id=uid, question=question
+    ):
+        arrived.append((e.kind, time.perf_counter() - started))
+        events.append(e)
+    kinds = [k for k, _ in arrived]
+    assert kinds.index("evidence") < kinds.index("token")
+    evidence = next(e.data for e in events if e.kind == "evidence")
+    top = evidence["passages"][0]
+    assert (top["filename"], top["page"]) == ("handbook.pdf", 2)
+    highlighted = [x["text"] for x in top["sentences"] if x["highlight"]]
+    assert any("twenty weeks" in h for h in highlighted)
+    done = events[-1].data
+    assert done["timings"]["evidence_ms"] < done["timings"]["first_token_ms"]
+    # Every checked sentence of the real model's answer carries its verdict and score.
+    for claim in done["claims"]:
+        assert set(claim) == {"sentence", "ranks", "score", "supported", "checked"}
+        assert claim["supported"] == bool(claim["ranks"])
+
+
+def test_a_follow_up_on_a_new_topic_finds_its_own_document(real_rt: Runtime) -> None:
+    with real_rt.sessions() as s:
+        uid = users.get_user_by_name(s, "erin").id
+    first = list(
+        pipeline.answer(
+            rt=real_rt,
+            scheduler=real_rt.scheduler,
+            user_id=uid,
+            question="How many weeks of parental leave do parents get?",
+        )
+    )
+    conv = first[0].data["id"]
+    follow = list(
+        pipeline.answer(
+            rt=real_rt,
+            scheduler=real_rt.scheduler,
+            user_id=uid,
+            question="Is my laptop disk encrypted?",
+            conversation_id=conv,
+        )
+    )
+    evidence = next(e.data for e in follow if e.kind == "evidence")
+    assert evidence["passages"][0]["filename"] == "it-rules.docx"
 
 
 def test_user_without_a_grant_gets_no_source(real_rt: Runtime) -> None:
