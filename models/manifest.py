@@ -28,6 +28,15 @@ logger = logging.getLogger(__name__)
 _BLOCK = 1024 * 1024
 
 SMOLLM2_NAME = "smollm2-135m-instruct-q4_1"
+SMALL_MODEL_NOTE = (
+    "The bundled chat model, SmolLM2-135M, is a small model for trying the appliance: it "
+    "often misreads its sources. The appliance checks every sentence it writes against your "
+    "documents and shows the passages, but for everyday use install a stronger "
+    "instruction-tuned GGUF (a 3-8B model at Q4_K_M runs on a CPU server): copy the file to "
+    "the server, register it with `appliance models add NAME PATH --sha256 HEX`, set "
+    '`[models] chat_model = "NAME"` in /etc/appliance/appliance.toml and restart the service.'
+)
+"""Said by `appliance init` and the System page while the bundled chat model is active."""
 MINILM_NAME = "all-minilm-l6-v2"
 
 # Pinned bytes of the bundled models (see requirements/models.txt for the packages' own hashes).

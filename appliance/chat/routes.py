@@ -48,12 +48,20 @@ class RenameIn(BaseModel):
 SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": (
-            "A stream of Server-Sent Events: `conversation` {id}; `queue` {position} while "
-            "waiting for the model; `token` {text} pieces of the answer; `sources` {sources} "
-            "the passages the answer cites; `done` {conversation, message_id, html, timings, "
-            "stopped} where `html` is the whole answer as sanitised HTML (Markdown rendered "
-            "on the server, links inert, no images, citation markers as buttons); "
-            "`error` {error, message} if the answer failed after it started."
+            "A stream of Server-Sent Events, in order: `conversation` {id}; `evidence` "
+            "{passages: [{rank, doc_id, chunk_no, filename, title, page, heading, url, "
+            "score, sentences: [{text, highlight, score}]}], documents, evidence_ms}, every "
+            "retrieved passage you may read, ranked, before the model starts; `status` "
+            "{message, position, estimate_seconds} while the answer waits or is being "
+            "read; `queue` {position}; `token` {text} pieces of the answer; `sources` "
+            "{sources} the passages the checked answer cites (marker = evidence rank); "
+            "`done` {conversation, message_id, html, text, claims: [{sentence, ranks, "
+            "score, supported, checked}], unsupported, abstained, cut_short, timings: "
+            "{retrieve_ms, evidence_ms, queue_ms, first_token_ms, total_ms}, stopped} "
+            "where `html` is the checked answer as sanitised HTML (Markdown rendered on the "
+            "server, links inert, no images, citation markers as buttons, unsupported "
+            "sentences flagged); `error` {error, message} if the answer failed after it "
+            "started."
         ),
         "content": {"text/event-stream": {}},
     }
@@ -97,9 +105,11 @@ async def chat(
 ) -> StreamingResponse:
     """Ask a question about the documents you may read; the answer streams as it is written.
 
-    Only passages from documents you may read are retrieved and cited. When none matches,
-    the answer says so without consulting the model. Closing the connection stops the
-    answer. Requests wait their turn for the shared model; `queue` events tell the place.
+    Only passages from documents you may read are retrieved and cited. The evidence comes
+    first; every sentence of the answer is then checked against it (`done.claims`), and an
+    answer the documents do not support says so. When nothing matches, the answer says so
+    without consulting the model. Closing the connection stops the answer. Requests wait
+    their turn for the shared model; `status` events tell the place and the estimate.
     """
     cancel = threading.Event()
     events = pipeline.answer(

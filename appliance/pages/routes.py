@@ -28,7 +28,7 @@ from appliance.core.runtime import Runtime
 from appliance.deps import NowDep, RuntimeDep, SessionDep, authenticate, cookie_names
 from appliance.documents.tables import Document
 from appliance.jobs.registry import status as job_status
-from models.manifest import ModelRegistry, verify
+from models.manifest import SMALL_MODEL_NOTE, SMOLLM2_NAME, ModelRegistry, verify
 from models.protocols import ModelError
 
 WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
@@ -212,6 +212,9 @@ def admin_page(
         extra = {
             "status": _system_status(request, session, rt),
             "models": _models(rt),
+            "small_model_note": (
+                SMALL_MODEL_NOTE if rt.settings.models.chat_model == SMOLLM2_NAME else None
+            ),
             "jobs": [j.public() for j in job_status(rt, now=now)],
         }
     return _render(

@@ -64,3 +64,11 @@ def test_markup_has_no_inline_script_or_style_and_only_local_assets(
         assert "https://" not in text
         for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', text):
             assert browser.get(asset).status_code == 200, asset
+
+
+def test_the_system_page_says_the_bundled_chat_model_is_for_trying(
+    admin_browser: Browser,
+) -> None:
+    page = admin_browser.get("/admin/system").text
+    assert "small model for trying the appliance" in page
+    assert "appliance models add NAME PATH --sha256 HEX" in page
