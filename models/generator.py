@@ -96,13 +96,24 @@ class LlamaCppGenerator:
             stop_token_ids=[eos_id],
         )
         self._llm = llm
+        self._specials = _special_texts(llm)
         self._lock = threading.Lock()
         self.name = entry.name
         self.context_length: int = int(llm.n_ctx())
         self.n_threads = threads
 
+    def defuse(self, text: str) -> str:
+        """Text in which no special token's spelling survives (tokenised as plain text)."""
+        for special in self._specials:
+            if special in text:
+                text = text.replace(special, special[0] + ZERO_WIDTH + special[1:])
+        return text
+
     def _prompt(self, messages: Sequence[ChatMessage]) -> tuple[list[int], Any]:
-        payload: list[Any] = [{"role": m.role, "content": m.content} for m in messages]
+        # The rendered prompt is tokenised with special=True so that the chat template's own
+        # markers become control tokens; what messages carry (documents, titles, headings,
+        # questions) must never do so, so their spellings of special tokens are broken first.
+        payload: list[Any] = [{"role": m.role, "content": self.defuse(m.content)} for m in messages]
         rendered = self._formatter(messages=payload)
         tokens = self._llm.tokenize(
             rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
@@ -196,3 +207,23 @@ class LlamaCppGenerator:
         """Free the llama.cpp model and context."""
         with self._lock:
             self._llm.close()
+
+
+ZERO_WIDTH = "\u200b"
+
+
+def _special_texts(llm: Any) -> list[str]:
+    """The spellings of the model's control and user-defined tokens, longest first."""
+    import llama_cpp  # start-up cost: already loaded with the model by Llama() above
+
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    found: set[str] = set()
+    for token in range(llama_cpp.llama_vocab_n_tokens(vocab)):
+        attr = llama_cpp.llama_vocab_get_attr(vocab, token)
+        if llama_cpp.llama_vocab_is_control(vocab, token) or (
+            attr & llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+        ):
+            text = llm.detokenize([token], special=True).decode("utf-8", "replace")
+            if len(text) > 1:
+                found.add(text)
+    return sorted(found, key=len, reverse=True)
