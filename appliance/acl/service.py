@@ -269,6 +269,16 @@ def classify(
     check_classification(classification)
     _authorise_manage(session, doc, actor)
     if classification == doc.classification:
+        # A no-op stays a no-op, and is still on the record.
+        audit.record(
+            session,
+            actor=actor_name(actor),
+            action="acl.classify",
+            target=f"doc:{doc.id}",
+            outcome="unchanged",
+            details={"from": doc.classification, "to": classification},
+        )
+        session.commit()
         return None
     if (
         isinstance(actor, User)

@@ -193,11 +193,22 @@ def search(
     cursor: int | None = None,
     newest_first: bool = True,
     crypto: Crypto | None = None,
+    recent: int | None = None,
 ) -> Page:
-    """Entries matching the filters, one page at a time (keyset on the entry id)."""
+    """Entries matching the filters, one page at a time (keyset on the entry id).
+
+    With ``recent``, only the newest ``recent`` entries of the whole log are searched,
+    whatever the filters (older ones need the export approval, see the audit routes).
+    """
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"The page size is between 1 and {MAX_PAGE}.")
     query = _where(select(AuditEvent), filters)
+    if recent is not None:
+        floor = session.execute(
+            select(AuditEvent.id).order_by(AuditEvent.id.desc()).offset(recent - 1).limit(1)
+        ).scalar_one_or_none()
+        if floor is not None:
+            query = query.where(AuditEvent.id >= floor)
     if newest_first:
         if cursor is not None:
             query = query.where(AuditEvent.id < cursor)

@@ -83,8 +83,14 @@ def _filters(
     )
 
 
+RECENT_WITHOUT_APPROVAL = 500
+"""Entries an admin may search without a second admin (the rest follows the export rule)."""
+
+
 @router.get("")
 def search_audit(
+    request: Request,
+    admin: AdminUser,
     session: SessionDep,
     rt: RuntimeDep,
     since: Since = None,
@@ -102,6 +108,9 @@ def search_audit(
     """Search the audit log by time, actor, action, target and outcome, one page at a time.
 
     Erased users appear as `erased-user-...` pseudonyms in `actor_name`, never by name.
+    Every search is itself audited. While `audit_export` needs approval, a search covers
+    the newest 500 entries of the log (any filters); reading further back follows the
+    export's rule: ask a second admin with `POST /api/admin/audit/export-requests`.
     """
     filters = _filters(
         session,
@@ -112,6 +121,7 @@ def search_audit(
         target=target,
         outcome=outcome,
     )
+    held = approvals.needs_approval(rt.settings, approvals.AUDIT_EXPORT)
     page = audit_query.search(
         session,
         filters=filters,
@@ -119,7 +129,22 @@ def search_audit(
         cursor=cursor,
         newest_first=newest_first,
         crypto=rt.crypto,
+        recent=RECENT_WITHOUT_APPROVAL if held else None,
     )
+    service.record(
+        session,
+        actor=admin.principal,
+        action="audit.search",
+        target="audit",
+        client=client_address(request),
+        details={
+            "filters": filters.to_json(),
+            "cursor": cursor,
+            "returned": len(page.entries),
+            "window": RECENT_WITHOUT_APPROVAL if held else None,
+        },
+    )
+    session.commit()
     return AuditPageOut(
         entries=[AuditEntryOut.of(e) for e in page.entries], next_cursor=page.next_cursor
     )

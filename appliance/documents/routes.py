@@ -34,6 +34,7 @@ from appliance.core.places import DOC_KEY
 from appliance.core.runtime import Runtime
 from appliance.deps import (
     AdminUser,
+    CallerDep,
     CurrentUser,
     ManagedDocument,
     NowDep,
@@ -74,10 +75,13 @@ MAX_GRANTS_AT_UPLOAD = 50
 
 
 def _doc_out(rt: Runtime, session: Session, user: User, doc: Document) -> DocumentOut:
+    # Names are content (a text file's title is its first line): an admin who manages a
+    # document by role alone, without being able to read it, sees neither (invariant 4).
+    named = rules.can_see(session, user, doc)
     return DocumentOut(
         id=doc.id,
-        filename=docs.filename_of(rt.crypto, doc),
-        title=docs.title_of(rt.crypto, doc),
+        filename=docs.filename_of(rt.crypto, doc) if named else None,
+        title=docs.title_of(rt.crypto, doc) if named else None,
         classification=doc.classification,
         state=doc.state,
         pages=doc.pages,
@@ -227,16 +231,35 @@ def download(
 def passage(
     doc: ReadableDocument,
     chunk_no: Annotated[int, FastApiPath(ge=0, le=1_000_000)],
-    user: CurrentUser,
+    request: Request,
+    caller: CallerDep,
     session: SessionDep,
     rt: RuntimeDep,
 ) -> PassageOut:
-    """One passage of a document (a citation's preview); 404 unless you may read it."""
+    """One passage of a document (a citation's preview); 404 unless you may read it.
+
+    Audited the first time each session or API token reads each passage."""
     chunk = session.execute(
         select(Chunk).where(Chunk.doc_id == doc.id, Chunk.chunk_no == chunk_no)
     ).scalar_one_or_none()
     if chunk is None:
         raise NotFound("This document has no such passage.")
+    via = (
+        f"session:{caller.session.id}"
+        if caller.session is not None
+        else f"token:{caller.token.id}"
+        if caller.token is not None
+        else caller.user.principal
+    )
+    if docs.record_passage_read(
+        session=session,
+        actor=caller.user.principal,
+        via=via,
+        doc_id=doc.id,
+        chunk_no=chunk.chunk_no,
+        client=client_address(request),
+    ):
+        session.commit()
     return PassageOut(
         doc_id=doc.id,
         chunk_no=chunk.chunk_no,

@@ -18,7 +18,9 @@ class DocumentOut(BaseModel):
     """A document's metadata and ingestion progress (shown only to those who may see it)."""
 
     id: str
-    filename: str
+    filename: str | None = Field(
+        description="Only for those who may read it (or manage its upload); else null."
+    )
     title: str | None
     classification: str
     state: str

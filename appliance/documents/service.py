@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,3 +199,46 @@ def finish_delete(
 def visible_document_ids(session: Session) -> set[str]:
     """Ids of documents whose chunks may be visible in the index."""
     return set(session.execute(select(Document.id).where(Document.state == INDEXED)).scalars())
+
+
+# -- passage reads: audited once per passage and sign-in session, not per keystroke -------
+
+_PASSAGE_READS_KEPT = 50_000
+_passage_reads: OrderedDict[tuple[str, str, int], None] = OrderedDict()
+_passage_lock = threading.Lock()
+
+
+def record_passage_read(
+    *,
+    session: Session,
+    actor: str,
+    via: str,
+    doc_id: str,
+    chunk_no: int,
+    client: str | None,
+) -> bool:
+    """Audit that `actor` read passage `chunk_no` of a document through sign-in `via`.
+
+    The first read of each passage in each session or API token is recorded (with how many
+    distinct passages of that document the session has read so far); repeats, as a preview
+    is reopened, are not. Returns whether an entry was written. Remembered per process:
+    another replica or a restart records a passage again, never less.
+    """
+    key = (via, doc_id, chunk_no)
+    with _passage_lock:
+        if key in _passage_reads:
+            _passage_reads.move_to_end(key)
+            return False
+        _passage_reads[key] = None
+        if len(_passage_reads) > _PASSAGE_READS_KEPT:
+            _passage_reads.popitem(last=False)
+        count = sum(1 for v, d, _ in _passage_reads if v == via and d == doc_id)
+    audit.record(
+        session,
+        actor=actor,
+        action="document.passage_read",
+        target=f"doc:{doc_id}",
+        client=client,
+        details={"chunk": chunk_no, "passages_this_session": count},
+    )
+    return True

@@ -400,3 +400,41 @@ def test_granting_to_a_group_the_admin_is_in_is_a_self_grant(
     r = as_root.post(f"/api/documents/{doc_id}/grants", json={"principal": "group:legal"})
     assert r.status_code == 200
     assert r.json()["status"] == "done"
+
+
+def test_a_no_op_change_reveals_no_name_and_is_audited(
+    runtime: Runtime, tmp_path: Path, browser_factory: Any, root: Account, bob: Account
+) -> None:
+    """Hole 5: PATCH with the current classification used to return the decrypted filename
+    and title of any document to an admin, and wrote no audit entry."""
+    doc_id = _document(runtime, tmp_path, owner="bob", classification="confidential")
+    as_root = signed_in(browser_factory, root)
+    before = len(_audit(runtime, "acl.classify"))
+    r = as_root.patch(f"/api/documents/{doc_id}", json={"classification": "confidential"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["filename"] is None
+    assert body["title"] is None
+    assert "merger" not in r.text.lower()
+    entries = _audit(runtime, "acl.classify")
+    assert len(entries) == before + 1
+    assert entries[-1].outcome == "unchanged"
+    assert entries[-1].actor == f"user:{root.user.id}"
+
+
+def test_passage_reads_are_audited_once_per_passage_and_session(
+    runtime: Runtime, tmp_path: Path, browser_factory: Any, alice: Account
+) -> None:
+    """Hole 9: reading a passage was not audited at all (downloads were)."""
+    doc_id = _document(runtime, tmp_path, owner="alice")
+    as_alice = signed_in(browser_factory, alice)
+    for _ in range(3):  # a preview reopened, as a person clicks back and forth
+        assert as_alice.get(f"/api/documents/{doc_id}/chunks/0").status_code == 200
+    entries = _audit(runtime, "document.passage_read")
+    assert len(entries) == 1
+    assert entries[0].actor == f"user:{alice.user.id}"
+    assert entries[0].target == f"doc:{doc_id}"
+    assert SECRET_WORDS not in (entries[0].details or "")
+    again = signed_in(browser_factory, alice)  # a new sign-in session is counted apart
+    assert again.get(f"/api/documents/{doc_id}/chunks/0").status_code == 200
+    assert len(_audit(runtime, "document.passage_read")) == 2

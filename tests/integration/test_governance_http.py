@@ -408,3 +408,38 @@ def test_checkpoint_and_verify_over_the_api(
     cut = admin_browser.post("/api/admin/audit/verify", json={"checkpoint": cp}).json()
     assert cut["ok"] is False
     assert "truncated" in cut["problem"]
+
+
+def test_search_is_audited_and_reading_far_back_follows_the_export_rule(
+    runtime: Runtime, admin_browser: Browser
+) -> None:
+    """Hole 8: GET /api/admin/audit paged through every entry with no approval or trace."""
+    from appliance.audit.routes import RECENT_WITHOUT_APPROVAL
+
+    with runtime.sessions() as s:
+        audit.record(s, actor="operator:test", action="old.secretive", target="doc:x")
+        for i in range(RECENT_WITHOUT_APPROVAL + 20):
+            audit.record(s, actor="operator:test", action="thing.filler", details={"i": i})
+        s.commit()
+    seen: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 200}
+        if cursor is not None:
+            params["cursor"] = cursor
+        page = admin_browser.get("/api/admin/audit", params=params).json()
+        seen.extend(page["entries"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) <= RECENT_WITHOUT_APPROVAL
+    assert all(e["action"] != "old.secretive" for e in seen)
+    targeted = admin_browser.get("/api/admin/audit", params={"action": "old.secretive"})
+    assert targeted.json()["entries"] == []  # no filter reaches past the window
+    with runtime.sessions() as s:
+        searches = s.execute(
+            select(AuditEvent).where(AuditEvent.action == "audit.search")
+        ).scalars()
+        logged = [json.loads(e.details or "{}") for e in searches]
+    assert len(logged) >= 4
+    assert logged[-1]["filters"]["action"] == "old.secretive"
