@@ -25,6 +25,7 @@ from appliance.documents.routes import router as documents_router
 from appliance.jobs.runner import JobRunner
 from appliance.middleware.csrf import install as install_csrf
 from appliance.middleware.read_only import ReadOnlyGuard
+from appliance.operator_socket import OperatorSocket
 from appliance.pages.routes import router as pages_router
 from appliance.privacy.routes import admin_router as privacy_admin_router
 from appliance.privacy.routes import router as privacy_router
@@ -63,9 +64,17 @@ def create_app(
         if run_background:
             app.state.jobs = JobRunner(rt)
             app.state.jobs.start()
+        operator = None
+        path = settings.operator_socket_path
+        if run_background and path is not None:  # the process that holds the index
+            operator = OperatorSocket(rt, path)
+            if not operator.start():
+                operator = None
         try:
             yield
         finally:
+            if operator is not None:
+                operator.stop()
             if app.state.jobs is not None:
                 app.state.jobs.stop()
             if runtime is None:

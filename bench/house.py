@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OURS = ("appliance", "models", "ingest")
 TOP_FACES = {"deps", "main", "pages", "middleware", "cli", "wiring", "models_registry"}
+TOP_FACES |= {"operator_socket"}
 TOP_FACES |= {"migrations", "__main__"}
 FACE_FILES = {"routes", "admin_routes", "cli"}
 REASONS = ("# start-up cost", "# optional dependency")

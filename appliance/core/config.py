@@ -42,6 +42,15 @@ class ServerSettings(_Section):
         True,
         description="Run the ingestion worker and scheduled jobs inside the serve process.",
     )
+    operator_socket: Path | None = Field(
+        None,
+        description=(
+            "Unix socket on which `appliance serve` answers the operator's `appliance ask` "
+            "and `appliance search` while it holds the vector index (mode 0600 in a 0700 "
+            "directory: the service account and root only). Empty means "
+            "<data_dir>/run/operator.sock; `-` turns it off."
+        ),
+    )
 
 
 class DatabaseSettings(_Section):
@@ -418,6 +427,14 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         """The effective SQLAlchemy URL."""
         return self.database.url or f"sqlite:///{self.data_dir / 'appliance.db'}"
+
+    @property
+    def operator_socket_path(self) -> Path | None:
+        """Where serve listens for the operator's CLI (None: not at all)."""
+        configured = self.server.operator_socket
+        if configured is not None and str(configured) == "-":
+            return None
+        return configured or self.data_dir / "run" / "operator.sock"
 
     @property
     def blob_dir(self) -> Path:
