@@ -92,6 +92,40 @@ class Attribution:
         return sum(1 for c in self.claims if c.checked and not c.supported)
 
 
+_NUMBER = re.compile(r"\b\d+(?:[.,:]\d+)*\b")
+_NUMBER_WORDS = frozenset(
+    """
+    zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen
+    fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy
+    eighty ninety hundred thousand million first second third fourth fifth half
+    """.split()  # noqa: SIM905
+)
+_NEGATION = re.compile(r"\b(?:not|no|never|none|cannot)\b|n't\b", re.IGNORECASE)
+
+
+def _numbers(text: str) -> set[str]:
+    words = {w for w in re.findall(r"[a-z]+", text.lower()) if w in _NUMBER_WORDS}
+    return words | set(_NUMBER.findall(text))
+
+
+def _consistent(sentence: str, passage: Passage) -> bool:
+    """Whether a sentence keeps the passage's numbers and polarity (similarity ignores both).
+
+    Every number the sentence states must occur in one passage sentence it resembles, and
+    a negation must not appear on one side only: "Laptops do not lock" is not supported by
+    "Laptops lock after five minutes", however alike the words.
+    """
+    wanted = _numbers(sentence)
+    negated = bool(_NEGATION.search(sentence))
+    for candidate in passage.sentences:
+        if wanted and not wanted <= _numbers(candidate):
+            continue
+        if negated != bool(_NEGATION.search(candidate)):
+            continue
+        return True
+    return False
+
+
 def evidence_is_weak(passages: Sequence[Passage]) -> bool:
     """Whether no passage has a sentence that clearly matches the question."""
     return not passages or max(p.best_score for p in passages) < EVIDENCE_THRESHOLD
@@ -156,6 +190,8 @@ def attribute(
                 for c, t in zip(np.atleast_1d(cosines), p.terms, strict=True)
             )
             per_passage.append((best, p.rank))
+            if not _consistent(text, p):
+                per_passage[-1] = (min(best, SUPPORT_THRESHOLD - 0.01), p.rank)
         per_passage.sort(key=lambda x: -x[0])
         top = per_passage[0][0] if per_passage else 0.0
         ranks = [r for s, r in per_passage if s >= SUPPORT_THRESHOLD][:MAX_RANKS]

@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session
 from appliance.acl.principals import principals_for
 from appliance.acl.rules import readable_document_ids
 from appliance.auth.tables import User
-from appliance.chat.render import render_answer
+from appliance.chat.claims import ABSTAIN_TEXT, QUOTE_INTRO
+from appliance.chat.render import UNSUPPORTED_MARK, render_answer
+from appliance.chat.repetition import CUT_NOTE
 from appliance.chat.tables import Conversation, Feedback, Message
 from appliance.core import places
 from appliance.core.errors import InvalidInput, NotFound, PermissionDenied
@@ -149,6 +151,12 @@ def show_conversation(rt: Runtime, session: Session, user: User, conv_id: str) -
                 if m.claims_ct
                 else []
             )
+            item["unsupported"] = sum(
+                1 for c in item["claims"] if c.get("checked") and not c.get("supported")
+            )
+            item["cut_short"] = CUT_NOTE in text
+            item["abstained"] = text.startswith((ABSTAIN_TEXT, QUOTE_INTRO))
+            item["text"] = text.replace(UNSUPPORTED_MARK, " (not found in your documents)")
         out.append(item)
     return {
         "id": conv.id,

@@ -170,7 +170,9 @@ def build(
     Passages are re-ranked by their retrieval score and their best sentence together, so a
     passage that states the answer outright comes before one that only shares its topic.
     """
-    split = [split_sentences(s.text) or [s.text.strip() or "(empty)"] for s in sources]
+    # A passage that is a heading alone ("Staff Handbook") shows nothing worth checking.
+    sources = [s for s in sources if any(len(x.split()) >= 3 for x in split_sentences(s.text))]
+    split = [split_sentences(s.text) for s in sources]
     flat = [sentence for sentences in split for sentence in sentences]
     if not flat:
         return []

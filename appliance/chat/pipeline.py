@@ -21,6 +21,7 @@ Setting ``cancel`` (a client went away) stops generation at the next token.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -287,7 +288,7 @@ def answer(
             stopped = cancel.is_set()
             if not cut_short:
                 guard.feed(markers.flush())
-            text = guard.kept()
+            text = _strip_markup(guard.kept())
             if text:
                 attribution = claims.attribute(
                     embedder=rt.embedder(),
@@ -396,3 +397,14 @@ def _stored(passage: evidence.Passage) -> dict[str, Any]:
     data = _public(passage)
     data["sentences"] = [x for x in data["sentences"] if x["highlight"]]
     return {**data, "marker": passage.rank}
+
+
+_MARKUP = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>\n]{0,300})?/?>")
+
+
+def _strip_markup(text: str) -> str:
+    """Drop tag-like debris a small model copies from the prompt (``</source>``, ``</pre>``).
+
+    The renderer would show it inert anyway; removed, it cannot pass for a sentence either.
+    """
+    return _MARKUP.sub("", text).strip()

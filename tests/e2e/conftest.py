@@ -28,7 +28,14 @@ from typing import Any
 import pytest
 import uvicorn
 from playwright.sync_api import Browser as PwBrowser
-from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    BrowserContext,
+    ConsoleMessage,
+    Locator,
+    Page,
+    Playwright,
+    sync_playwright,
+)
 
 from appliance.auth.bootstrap import init
 from appliance.core.runtime import Runtime, open_runtime
@@ -77,32 +84,6 @@ def chromium(
     browser.close()
 
 
-class CitingGenerator:
-    """The real bundled model, with " [1]" after its answer.
-
-    SmolLM2-135M almost never writes citation markers by itself (probed: no marker in a
-    dozen phrasings at temperature 0), so without this the journey could not click a
-    citation. Everything else stays real: the model streams its own tokens, and the
-    citation filter, the `sources` event, the server-side rendering and the passage
-    dialog handle the marker exactly as they would one the model wrote.
-    """
-
-    def __init__(self, real: Any) -> None:
-        self.real = real
-        self.name = real.name
-        self.context_length = real.context_length
-
-    def count_tokens(self, text: str) -> int:
-        return int(self.real.count_tokens(text))
-
-    def count_chat_tokens(self, messages: Any) -> int:
-        return int(self.real.count_chat_tokens(messages))
-
-    def stream(self, messages: Any, **kw: Any) -> Iterator[str]:
-        yield from self.real.stream(messages, **kw)
-        yield " [1]"
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -128,8 +109,9 @@ def site(
     settings = make_settings(root)
     report = init(settings)
     assert report.admin_password is not None
-    generator = CitingGenerator(real_generator)
-    rt = open_runtime(settings, embedder=real_embedder, generator=generator)  # type: ignore[arg-type]
+    # The real model's own output, undecorated: citations are what the appliance computes
+    # by checking each sentence against the evidence, or nothing at all.
+    rt = open_runtime(settings, embedder=real_embedder, generator=real_generator)  # type: ignore[arg-type]
     rt.settings.chat.answer_max_tokens = 40  # the 135M model on 2 cores: keep answers short
     rt.settings.chat.temperature = 0.0
     app = create_app(settings, runtime=rt, background=True)
@@ -221,6 +203,12 @@ UNLABELLED = """() => {
   }
   return out;
 }"""
+
+
+def shot_of(part: Locator, name: str) -> None:
+    """Save a screenshot of one part of a page (a scrolled list cuts it off in a full page)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    part.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
 
 
 def shot(page: Page, name: str) -> None:

@@ -1,9 +1,10 @@
 """Untrusted document titles, filenames and content render inert in every page that shows them.
 
 A document named and titled with script and onerror payloads, and containing more, is
-uploaded, listed, cited in an answer and opened as a passage. Nothing runs: no payload sets
-its marker, no dialog opens, no <img>/<script> element appears, and (conftest.py) no CSP
-violation is even attempted, which would show a payload reached the DOM as markup.
+uploaded, listed, shown as evidence for a question, checked against its answer and opened
+as a passage. Nothing runs: no payload sets its marker, no dialog opens, no <img>/<script>
+element appears, and (conftest.py) no CSP violation is even attempted, which would show a
+payload reached the DOM as markup.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import pyotp
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.e2e.chat import ask, checked_as_computed, shows_evidence
 from tests.e2e.conftest import Site, shot
-from tests.e2e.test_journeys import ask, upload
+from tests.e2e.test_journeys import upload
 from tests.fixtures.auth import make_user
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -76,8 +78,14 @@ def test_document_payloads_render_inert(contexts: Any, site: Site, tmp_path: Pat
     page.get_by_role("button", name="Close").click()
 
     page.goto("/")
-    answer = ask(page, "What does the canteen serve on Fridays?")
-    answer.locator("button.cite").first.click()
+    answer, events = ask(page, "What does the canteen serve on Fridays?")
+    # The evidence panel shows the payload title and sentences as text, and so does the
+    # answer with its computed citations and flags.
+    shows_evidence(answer, events)
+    expect(answer.locator(".evidence-item").first.locator(".evidence-doc")).to_have_text(TITLE)
+    checked_as_computed(page, answer, events)
+    assert_inert(page, dialogs)
+    answer.get_by_role("button", name="Open passage 1").click()
     passage = page.locator("#passage-text")
     expect(passage).to_contain_text("<img src=x onerror=")
     expect(passage).to_contain_text("<script>window.__xss='body-script'</script>")

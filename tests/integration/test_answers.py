@@ -162,3 +162,17 @@ def test_a_follow_up_on_a_new_topic_retrieves_its_own_passages(rt: Runtime) -> N
     third = ask(rt, "Where do visitors park their cars?", conversation=str(conv))
     top = first(third, "evidence")["passages"][0]  # type: ignore[index]
     assert top["filename"] == "parking.md"
+
+
+def test_a_changed_number_or_a_flipped_negation_is_not_supported(rt: Runtime) -> None:
+    """Similar words are not the same claim: numbers and negations must hold."""
+    rt._generator = FakeGenerator(
+        "Visitors park on level minus two, in spaces 40 to 60. "
+        "Staff park on level minus one with their badge. "
+        "Visitors park on level minus two, in spaces 70 to 90. "
+        "Staff do not park on level minus one with their badge. </source>"
+    )
+    done = first(ask(rt, "Where do visitors park?"), "done")
+    verdicts = [c["supported"] for c in done["claims"] if c["checked"]]  # type: ignore[attr-defined]
+    assert verdicts == [True, True, False, False]
+    assert "</source>" not in str(done["text"])

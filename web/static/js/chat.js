@@ -1,6 +1,10 @@
-// Chat: conversations, streamed answers (plain text while streaming, then the server's
-// sanitised HTML), citations that open the cited passage, copy, feedback, stop.
+// Chat: conversations, the evidence found for each question (shown before the model
+// starts), streamed answers (plain text while streaming, then the server's sanitised HTML),
+// citations that open the passage of their evidence rank, copy, feedback, stop.
 import { ApiError, api, clear, confirmDialog, copyText, el, errorFrom, headers, showError, toast } from "./api.js";
+import { documentName, evidencePanel, markCited, markedPassage, previewText, rankOf, whereIn } from "./evidence.js";
+
+const UNSUPPORTED_MARK = "\ue000"; // the server's mark after a sentence no passage supports
 
 const list = document.getElementById("conversation-list");
 const listEmpty = document.getElementById("conversations-empty");
@@ -126,7 +130,13 @@ async function openConversation(id) {
     if (m.role === "user") messages.append(questionNode(m.text));
     else {
       const node = answerNode();
-      finishAnswer(node, { html: m.html, text: m.text, sources: m.sources, id: m.id, feedback: m.feedback });
+      showEvidence(node, m.sources || []); // as stored: each passage's highlighted sentences
+      finishAnswer(node, {
+        html: m.html,
+        text: (m.text || "").replaceAll(UNSUPPORTED_MARK, " (not found in your documents)"),
+        id: m.id,
+        feedback: m.feedback,
+      });
       messages.append(node.root);
     }
   }
@@ -146,50 +156,58 @@ function questionNode(text) {
 
 function answerNode() {
   const body = el("div", { class: "body streaming" });
-  const sources = el("ol", { class: "sources", "aria-label": "Sources" });
+  const note = el("p", { class: "answer-note", hidden: true });
+  const evidence = el("div", { class: "evidence-slot" });
   const actions = el("div", { class: "msg-actions" });
-  const root = el("article", { class: "msg msg-answer" }, el("p", { class: "who" }, "Assistant"), body, sources, actions);
-  return { root, body, sources, actions, text: "", sourceList: [] };
+  const root = el("article", { class: "msg msg-answer" },
+    el("p", { class: "who" }, "Assistant"), body, note, evidence, actions);
+  const node = { root, body, note, evidence, actions, text: "", passages: [], panel: null };
+  // Citation buttons in the answer and the panel's "Open passage" buttons both name an
+  // evidence rank; one handler, attached once, so the panel works while the answer streams.
+  root.addEventListener("click", (event) => {
+    const target = event.target.closest("button.cite, button.evidence-open");
+    if (!target) return;
+    const source = node.passages.find((p) => rankOf(p) === target.dataset.marker);
+    if (source && !source.status) openPassage(source, target);
+    else toast("This passage is no longer available to you.");
+  });
+  return node;
 }
 
-function sourceLabel(s) {
-  const parts = [s.title && s.title !== s.filename ? `${s.title} (${s.filename})` : s.filename];
-  if (s.page) parts.push(`page ${s.page}`);
-  if (s.heading && s.heading !== s.title) parts.push(s.heading);
-  return parts.join(" · ");
+function showEvidence(node, passages) {
+  node.passages = passages;
+  node.panel = evidencePanel(passages);
+  clear(node.evidence);
+  if (node.panel) node.evidence.append(node.panel);
 }
 
-function finishAnswer(node, { html, text, sources, id, feedback }) {
+function unsupportedNote(n) {
+  return n === 1 ? "1 sentence was not found in your documents." : `${n} sentences were not found in your documents.`;
+}
+
+function finishAnswer(node, { html, text, id, feedback, unsupported }) {
   node.text = text;
-  node.sourceList = sources || [];
   node.body.classList.remove("streaming");
   // html is rendered and sanitised by the server (appliance/chat/render.py): markdown-it
   // with raw HTML escaped, links inert, images dropped, then nh3 with a short allow-list.
   if (typeof html === "string") node.body.innerHTML = html;
   else node.body.textContent = text;
-  clear(node.sources);
-  for (const s of node.sourceList) {
-    if (s.status) {
-      node.sources.append(el("li", { class: "source gone" }, `[${s.marker}] This source is ${s.status}.`));
-      continue;
-    }
-    node.sources.append(el("li", { class: "source" },
-      el("button", { type: "button", class: "source-open", dataset: { marker: s.marker } },
-        `[${s.marker}] ${sourceLabel(s)}`)));
+  const flags = node.body.querySelectorAll(".unsupported");
+  for (const flag of flags) {
+    // A name for assistive technology: the label alone does not say what it refers to.
+    flag.setAttribute("role", "note");
+    flag.setAttribute("aria-label", "Warning: the sentence before this was not found in your documents");
   }
-  node.sources.hidden = node.sourceList.length === 0;
+  const count = unsupported ?? flags.length;
+  node.note.hidden = !count;
+  node.note.textContent = count ? unsupportedNote(count) : "";
+  markCited(node.panel, new Set([...node.body.querySelectorAll("button.cite")].map((b) => b.dataset.marker)));
   clear(node.actions);
   const copy = el("button", { type: "button", onclick: async () => {
     toast((await copyText(node.text)) ? "Answer copied." : "Copy failed: select the text by hand.");
   } }, "Copy");
   node.actions.append(copy);
   if (id) node.actions.append(...feedbackButtons(id, feedback));
-  node.root.addEventListener("click", (event) => {
-    const target = event.target.closest("button.cite, button.source-open");
-    if (!target) return;
-    const source = node.sourceList.find((s) => String(s.marker) === target.dataset.marker);
-    if (source) openPassage(source, target);
-  });
 }
 
 function feedbackButtons(id, initial) {
@@ -213,22 +231,30 @@ function feedbackButtons(id, initial) {
 }
 
 let returnFocus = null;
+let opening = 0; // the passage last asked for: a slower earlier fetch must not replace it
+
+function passageUrl(source) {
+  // The evidence names its own JSON endpoint; anything else is built from the ids.
+  if (typeof source.url === "string" && source.url.startsWith("/api/documents/")) return source.url;
+  return `/api/documents/${encodeURIComponent(source.doc_id)}/chunks/${encodeURIComponent(source.chunk_no)}`;
+}
 
 async function openPassage(source, opener) {
+  const mine = ++opening;
   returnFocus = opener;
-  document.getElementById("passage-title").textContent = `[${source.marker}] ${source.title || source.filename}`;
-  const meta = [];
-  if (source.title && source.filename) meta.push(source.filename);
-  if (source.page) meta.push(`page ${source.page}`);
-  if (source.heading) meta.push(source.heading);
-  document.getElementById("passage-meta").textContent = meta.join(" · ");
+  document.getElementById("passage-title").textContent = `[${rankOf(source)}] ${documentName(source)}`;
+  document.getElementById("passage-meta").textContent = whereIn(source);
   const text = document.getElementById("passage-text");
-  text.textContent = source.snippet || "Loading…";
+  const hint = document.getElementById("passage-hint");
+  hint.hidden = markedPassage(text, previewText(source), source) === 0;
   passage.showModal();
   try {
-    const full = await api("GET", `/api/documents/${encodeURIComponent(source.doc_id)}/chunks/${source.chunk_no}`);
-    text.textContent = full.text;
+    const full = await api("GET", passageUrl(source));
+    if (mine !== opening) return;
+    hint.hidden = markedPassage(text, full.text, source) === 0;
   } catch (error) {
+    if (mine !== opening) return;
+    hint.hidden = true;
     text.textContent = error.status === 404
       ? "This passage is no longer available to you (the document was removed or its access changed)."
       : error.message;
@@ -288,6 +314,7 @@ async function ask(text) {
   const mine = controller;
   busy(true);
   let sources = [];
+  let sawStatus = false;
   let finished = false;
   const wasNew = current === null;
   try {
@@ -304,7 +331,13 @@ async function ask(text) {
         current = data.id;
         history.replaceState(null, "", `/?c=${encodeURIComponent(current)}`);
         if (wasNew) titleEl.textContent = text.slice(0, 80);
-      } else if (kind === "queue") {
+      } else if (kind === "evidence") {
+        showEvidence(node, data.passages || []);
+      } else if (kind === "status") {
+        sawStatus = true;
+        status.textContent = data.message;
+      } else if (kind === "queue" && !sawStatus) {
+        // Servers before the status event only said the place in the queue.
         status.textContent = data.position === 1
           ? "Waiting for the model: you are next in line."
           : `Waiting for the model: you are number ${data.position} in line.`;
@@ -316,7 +349,15 @@ async function ask(text) {
         sources = data.sources;
       } else if (kind === "done") {
         finished = true;
-        finishAnswer(node, { html: data.html, text: node.text, sources, id: data.message_id, feedback: null });
+        if (!node.passages.length && sources.length) showEvidence(node, sources);
+        finishAnswer(node, {
+          html: data.html,
+          text: typeof data.text === "string" ? data.text : node.text,
+          id: data.message_id,
+          feedback: null,
+          // When it abstains the answer says so instead; its unchecked sentences are not shown.
+          unsupported: data.abstained ? 0 : data.unsupported,
+        });
         status.textContent = data.stopped ? "Stopped." : "";
       } else if (kind === "error") {
         throw new ApiError(500, data.message || "The answer failed. Try again in a moment.");
@@ -325,7 +366,7 @@ async function ask(text) {
   } catch (error) {
     if (error.name === "AbortError") {
       status.textContent = "Stopped. The part written so far is kept in the conversation.";
-      finishAnswer(node, { text: node.text + " …", sources: [], id: null });
+      finishAnswer(node, { text: node.text + " …", id: null });
     } else {
       node.root.remove();
       if (!node.text) {
