@@ -131,7 +131,8 @@ class OperatorSocket:
             os.umask(old)
         os.chmod(self.path, 0o600)
         sock.listen(16)
-        config = uvicorn.Config(build_app(self.rt), log_level="warning", access_log=False)
+        # log_config=None: the main server owns logging; a second Config must not reset it.
+        config = uvicorn.Config(build_app(self.rt), log_config=None, access_log=False)
         self._server = uvicorn.Server(config)
         server = self._server
         self._thread = threading.Thread(

@@ -5,49 +5,31 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from appliance.admin import service
 from appliance.admin.tables import ANSWERING_PAUSED, INGESTION_PAUSED, READ_ONLY
-
-system_app = typer.Typer(
-    help="The kill switch: pause answering or ingestion, or make the appliance read-only.",
-    no_args_is_help=True,
-)
-out = Console()
+from appliance.cli.common import cli_runtime, operator, out, system_app
+from appliance.core.db import utcnow
 
 Reason = Annotated[str | None, typer.Option(help="Why; shown to admins and audited.")]
 
 
 def _flip(name: str, on: bool, reason: str | None) -> None:
-    from appliance.admin import service
-    from appliance.cli import _operator, _runtime
-    from appliance.core.db import utcnow
-
-    rt = _runtime()
-    try:
-        with rt.sessions() as session:
-            service.set_switch(
-                session, name=name, on=on, actor=_operator(), now=utcnow(), reason=reason
-            )
-            session.commit()
-    finally:
-        rt.close()
+    with cli_runtime() as rt, rt.sessions() as session:
+        service.set_switch(session, name=name, on=on, actor=operator(), now=utcnow(), reason=reason)
+        session.commit()
     out.print(f"{name}: {'on' if on else 'off'}")
 
 
 @system_app.command("status")
 def system_status() -> None:
     """Show the switches and who flipped them last."""
+    # start-up cost: admin.routes imports FastAPI and deps (~0.4 s), only for this command
     from appliance.admin.routes import switches_out
-    from appliance.cli import _runtime
 
-    rt = _runtime()
-    try:
-        with rt.sessions() as session:
-            states = switches_out(session, crypto=rt.crypto)
-    finally:
-        rt.close()
+    with cli_runtime() as rt, rt.sessions() as session:
+        states = switches_out(session, crypto=rt.crypto)
     table = Table("switch", "state", "changed by", "changed at (UTC)", "reason")
     for name, s in states:
         table.add_row(

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-approvals_app = typer.Typer(
-    help="List, approve and reject actions held for a second admin.", no_args_is_help=True
-)
-out = Console()
+from appliance.approvals import service
+from appliance.approvals.schemas import approval_out
+from appliance.audit import service as audit
+from appliance.auth import service as users
+from appliance.cli.common import approvals_app, cli_runtime, operator, out
+from appliance.core.db import utcnow
 
 AsAdmin = Annotated[
     str,
@@ -29,20 +30,11 @@ def approvals_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Show requests (pending ones by default), newest first."""
-    from appliance.approvals import service
-    from appliance.approvals.schemas import approval_out
-    from appliance.cli import _runtime
-    from appliance.core.db import utcnow
-
-    rt = _runtime()
-    try:
-        with rt.sessions() as session:
-            rows = [
-                approval_out(session, r, crypto=rt.crypto)
-                for r in service.list_requests(session, now=utcnow(), status=status)
-            ]
-    finally:
-        rt.close()
+    with cli_runtime() as rt, rt.sessions() as session:
+        rows = [
+            approval_out(session, r, crypto=rt.crypto)
+            for r in service.list_requests(session, now=utcnow(), status=status)
+        ]
     if as_json:
         for r in rows:
             print(r.model_dump_json())  # noqa: T201 - machine output
@@ -63,41 +55,30 @@ def approvals_list(
 
 
 def _decide(request_id: str, admin_name: str, *, approve: bool) -> str:
-    from appliance.approvals import service
-    from appliance.auth import service as users
-    from appliance.cli import _operator, _runtime
-    from appliance.core.db import utcnow
-
-    rt = _runtime()
-    try:
-        with rt.sessions() as session:
-            admin = users.get_user_by_name(session, admin_name)
-            if approve:
-                req = service.approve(
-                    session=session,
-                    request_id=request_id,
-                    approver=admin,
-                    now=utcnow(),
-                    runtime=rt,
-                )
-            else:
-                req = service.reject(
-                    session=session, request_id=request_id, decider=admin, now=utcnow()
-                )
-            # Who typed it on the server, beside the admin it was done as.
-            from appliance.audit import service as audit
-
-            audit.record(
-                session,
-                actor=_operator(),
-                action="approval.cli",
-                target=f"approval:{req.id}",
-                details={"as": admin.principal, "decision": req.status},
+    with cli_runtime() as rt, rt.sessions() as session:
+        admin = users.get_user_by_name(session, admin_name)
+        if approve:
+            req = service.approve(
+                session=session,
+                request_id=request_id,
+                approver=admin,
+                now=utcnow(),
+                runtime=rt,
             )
-            session.commit()
-            return req.status
-    finally:
-        rt.close()
+        else:
+            req = service.reject(
+                session=session, request_id=request_id, decider=admin, now=utcnow()
+            )
+        # Who typed it on the server, beside the admin it was done as.
+        audit.record(
+            session,
+            actor=operator(),
+            action="approval.cli",
+            target=f"approval:{req.id}",
+            details={"as": admin.principal, "decision": req.status},
+        )
+        session.commit()
+        return req.status
 
 
 @approvals_app.command("approve")

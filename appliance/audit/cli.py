@@ -9,25 +9,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from sqlalchemy.orm import Session
 
 from appliance.audit import query as audit_query
+from appliance.audit import service as audit
+from appliance.audit.query import Filters
+from appliance.cli.common import audit_app, cli_runtime, operator, out
 from appliance.core.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
-    from appliance.audit.query import Filters
-
-audit_app = typer.Typer(
-    help="Verify, search and export the audit log; write signed checkpoints.",
-    no_args_is_help=True,
-)
-out = Console()
 
 FromOpt = Annotated[
     str | None, typer.Option("--from", help="Entries at or after this time (ISO 8601, UTC).")
@@ -62,7 +54,7 @@ def _filters(
     target: str | None,
     outcome: str | None,
 ) -> Filters:
-    from appliance.audit.query import Filters
+    # start-up cost: audit.routes imports FastAPI and deps (~0.5 s), only when filtering
     from appliance.audit.routes import resolve_actor
 
     return Filters(
@@ -89,11 +81,7 @@ def audit_verify(
     With --checkpoint, the checkpoint's signature is checked and its head must still be in
     the chain, so removing the newest entries is detected too.
     """
-    from appliance.audit import service as audit
-    from appliance.cli import _runtime
-
-    rt = _runtime()
-    try:
+    with cli_runtime() as rt:
         cp = None
         if checkpoint is not None:
             first_line = checkpoint.read_text().splitlines()[0] if checkpoint.exists() else ""
@@ -101,8 +89,6 @@ def audit_verify(
             audit.check_checkpoint(cp, crypto=rt.crypto)
         with rt.sessions() as session:
             result = audit.verify(session, checkpoint=cp)
-    finally:
-        rt.close()
     if result.ok:
         pruned = f" ({result.pruned} pruned before)" if result.pruned else ""
         against = f"; checkpoint of {cp.time} holds" if cp is not None else ""
@@ -121,17 +107,10 @@ def audit_checkpoint(
     `appliance audit verify --checkpoint FILE` later proves no entry up to this head was
     removed, including the newest ones.
     """
-    from appliance.audit import service as audit
-    from appliance.cli import _operator, _runtime
-
-    rt = _runtime()
-    try:
-        with rt.sessions() as session:
-            audit.record(session, actor=_operator(), action="audit.checkpoint", target="audit")
-            session.commit()
-            cp = audit.checkpoint(session, crypto=rt.crypto)
-    finally:
-        rt.close()
+    with cli_runtime() as rt, rt.sessions() as session:
+        audit.record(session, actor=operator(), action="audit.checkpoint", target="audit")
+        session.commit()
+        cp = audit.checkpoint(session, crypto=rt.crypto)
     output.write_text(cp.to_json() + "\n")
     out.print(f"Checkpoint: {cp.entries} entries, head {cp.head_id} {cp.head_hash} -> {output}")
 
@@ -148,15 +127,9 @@ def audit_search(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Show the newest matching entries; erased users appear as pseudonyms."""
-    from appliance.cli import _runtime
-
-    rt = _runtime()
-    try:
-        with rt.sessions() as session:
-            filters = _filters(session, since, until, actor, action, target, outcome)
-            page = audit_query.search(session, filters=filters, limit=limit, crypto=rt.crypto)
-    finally:
-        rt.close()
+    with cli_runtime() as rt, rt.sessions() as session:
+        filters = _filters(session, since, until, actor, action, target, outcome)
+        page = audit_query.search(session, filters=filters, limit=limit, crypto=rt.crypto)
     if as_json:
         for entry in page.entries:
             print(json.dumps(entry.to_json(), sort_keys=True))  # noqa: T201 - machine output
@@ -192,22 +165,16 @@ def audit_export(
     written to OUTPUT.checkpoint.json. CSV cells that a spreadsheet would run as a formula
     start with a quote.
     """
-    from appliance.cli import _operator, _runtime
-
-    rt = _runtime()
-    try:
-        with rt.sessions() as session:
-            filters = _filters(session, since, until, actor, action, target, outcome)
-            cp = audit_query.start_export(
-                session, filters=filters, fmt=fmt, actor=_operator(), crypto=rt.crypto
-            )
-            with output.open("w", encoding="utf-8", newline="") as fh:
-                for piece in audit_query.export_lines(
-                    session, filters=filters, fmt=fmt, cp=cp, crypto=rt.crypto
-                ):
-                    fh.write(piece)
-    finally:
-        rt.close()
+    with cli_runtime() as rt, rt.sessions() as session:
+        filters = _filters(session, since, until, actor, action, target, outcome)
+        cp = audit_query.start_export(
+            session, filters=filters, fmt=fmt, actor=operator(), crypto=rt.crypto
+        )
+        with output.open("w", encoding="utf-8", newline="") as fh:
+            for piece in audit_query.export_lines(
+                session, filters=filters, fmt=fmt, cp=cp, crypto=rt.crypto
+            ):
+                fh.write(piece)
     sidecar = output.with_name(output.name + ".checkpoint.json")
     sidecar.write_text(cp.to_json() + "\n")
     out.print(f"Exported up to entry {cp.head_id} -> {output} (checkpoint {sidecar})")

@@ -1,19 +1,23 @@
-"""`appliance search|ask --as USER`: retrieval and answers with exactly that user's access."""
+"""`appliance search|ask --as USER`: retrieval and answers with exactly that user's access.
+
+While `appliance serve` runs it holds the embedded index, so these commands ask it over
+the operator socket (`appliance.operator_socket`); otherwise they open the data
+themselves. The output is the same either way.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from collections.abc import Iterator
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from appliance.audit import service as audit
-from appliance.auth import service as users
-from appliance.chat.pipeline import answer
-from appliance.chat.retrieval import retrieve
-from appliance.cli.common import cli_runtime, err, operator, out, top_app
+from appliance import operator_socket
+from appliance.chat import operator as asking
+from appliance.cli.common import cli_runtime, err, operator, out, settings, top_app
 
 
 @top_app.command("search")
@@ -24,42 +28,51 @@ def search_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print the ranked passages retrieval would hand the model for this user."""
-    with cli_runtime() as rt, rt.sessions() as session:
-        user = users.get_user_by_name(session, as_user)
-        sources = retrieve(
-            rt=rt,
-            session=session,
-            user=user,
-            query=question,
-            k=k,
-            min_score=rt.settings.chat.min_score,
-        )
-        audit.record(
-            session,
-            actor=operator(),
-            action="search.as_user",
-            target=f"user:{user.id}",
-            details={"chunks": [f"{s.doc_id}:{s.chunk_no}" for s in sources]},
-        )
-        session.commit()
+    client = operator_socket.reach(settings().operator_socket_path)
+    if client is not None:
+        rows = client.search(as_user=as_user, question=question, k=k, operator=operator())
+    else:
+        with cli_runtime() as rt:
+            found = asking.search_as(
+                rt=rt, as_user=as_user, question=question, k=k, operator=operator()
+            )
+            rows = [s.public() for s in found]
     if as_json:
-        sys.stdout.write(json.dumps([s.public() for s in sources], indent=2) + "\n")
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
-    if not sources:
+    if not rows:
         out.print("No passage this user may read matches the question.")
         return
     table = Table("#", "score", "document", "title", "page", "heading", "snippet")
-    for s in sources:
+    for s in rows:
         table.add_row(
-            str(s.rank),
-            f"{s.score:.3f}",
-            s.filename,
-            s.title or "",
-            "" if s.page is None else str(s.page),
-            s.heading or "",
-            s.text[:80].replace("\n", " "),
+            str(s["rank"]),
+            f"{s['score']:.3f}",
+            s["filename"],
+            s["title"] or "",
+            "" if s["page"] is None else str(s["page"]),
+            s["heading"] or "",
+            str(s["snippet"])[:80].replace("\n", " "),
         )
     out.print(table)
+
+
+def _events(as_user: str, question: str, conversation: str | None) -> Iterator[tuple[str, Any]]:
+    client = operator_socket.reach(settings().operator_socket_path)
+    if client is not None:
+        yield from client.ask(as_user=as_user, question=question, conversation=conversation)
+        return
+    with cli_runtime() as rt:
+        for event in asking.ask_as(
+            rt=rt, as_user=as_user, question=question, conversation=conversation
+        ):
+            yield event.kind, event.data
+
+
+def _where(p: dict[str, Any]) -> str:
+    page = f", page {p['page']}" if p.get("page") else ""
+    heading = f", {p['heading']}" if p.get("heading") else ""
+    return f"[{p['rank']}] {p['title'] or p['filename']} ({p['filename']}{page}{heading})"
 
 
 @top_app.command("ask")
@@ -69,27 +82,71 @@ def ask_cmd(
     conversation: Annotated[
         str | None, typer.Option(help="Continue this conversation (id).")
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON object: answer, evidence, claims, abstained, timings.",
+        ),
+    ] = False,
 ) -> None:
-    """Print a streamed answer for this user, then the sources it cites."""
-    with cli_runtime() as rt:
-        with rt.sessions() as session:
-            user_id = users.get_user_by_name(session, as_user).id
-        for event in answer(
-            rt=rt,
-            scheduler=rt.scheduler,
-            user_id=user_id,
-            question=question,
-            conversation_id=conversation,
-            client="cli",
-        ):
-            if event.kind == "token":
-                sys.stdout.write(event.data["text"])
+    """Print the evidence, then the answer as it is written, then the checked answer."""
+    evidence: list[dict[str, Any]] = []
+    done: dict[str, Any] = {}
+    streamed: list[str] = []
+    for kind, data in _events(as_user, question, conversation):
+        if kind == "evidence":
+            evidence = data["passages"]
+            if not as_json:
+                out.print("From your documents:" if evidence else "No matching passage.")
+                for p in evidence:
+                    out.print(_where(p), highlight=False)
+                    for s in p["sentences"]:
+                        if s["highlight"]:
+                            out.print(f"    \u201c{s['text']}\u201d", highlight=False)
+                out.print()
+        elif kind == "status" and not as_json:
+            err.print(data["message"], style="dim")
+        elif kind == "token":
+            streamed.append(data["text"])
+            if not as_json:
+                sys.stdout.write(data["text"])
                 sys.stdout.flush()
-            elif event.kind == "sources":
-                sys.stdout.write("\n\n")
-                for src in event.data["sources"]:
-                    page = f", page {src['page']}" if src.get("page") else ""
-                    heading = f", {src['heading']}" if src.get("heading") else ""
-                    out.print(f"[{src['marker']}] {src['filename']}{page}{heading}")
-            elif event.kind == "done":
-                err.print(f"conversation {event.data['conversation']}")
+        elif kind == "done":
+            done = data
+    if as_json:
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "conversation": done.get("conversation"),
+                    "answer": done.get("text"),
+                    "evidence": evidence,
+                    "claims": done.get("claims", []),
+                    "unsupported": done.get("unsupported", 0),
+                    "abstained": done.get("abstained", False),
+                    "cut_short": done.get("cut_short", False),
+                    "timings": {
+                        key: done.get("timings", {}).get(key)
+                        for key in ("evidence_ms", "first_token_ms", "total_ms")
+                    },
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        return
+    sys.stdout.write("\n")
+    final = str(done.get("text", ""))
+    if final.strip() != "".join(streamed).strip():
+        out.print("\nChecked answer:", style="bold")
+        out.print(final, highlight=False)
+    checked = [c for c in done.get("claims", []) if c.get("checked")]
+    if checked:
+        supported = sum(1 for c in checked if c["supported"])
+        out.print(
+            f"\n{supported} of {len(checked)} sentences found in your documents"
+            + (f"; {len(checked) - supported} not found." if supported < len(checked) else "."),
+            highlight=False,
+        )
+    if done:
+        err.print(f"conversation {done['conversation']}")

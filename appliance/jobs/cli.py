@@ -7,12 +7,13 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-out = Console()
+from appliance.cli.common import cli_runtime, jobs_app, out
+from appliance.jobs.registry import get_job, run_job, status
 
 
+@jobs_app.command("run")
 def jobs_run(
     name: Annotated[str, typer.Argument(help="Job name: cleanup or retention.")],
 ) -> None:
@@ -21,33 +22,22 @@ def jobs_run(
     `cleanup` resets interrupted ingestion, finishes deletions and removes orphans and
     expired sessions; `retention` deletes what the retention policies say is due.
     """
-    from appliance.cli import _runtime
-    from appliance.jobs.registry import get_job, run_job
-
     get_job(name)
-    rt = _runtime()
-    try:
+    with cli_runtime() as rt:
         result = run_job(rt, name)
-    finally:
-        rt.close()
     if not result.ran:
         out.print(f"Job {name} is running in another process ({result.holder}); try later.")
         raise typer.Exit(3)
     out.print_json(json.dumps(result.counts))
 
 
+@jobs_app.command("list")
 def jobs_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """List jobs: interval, last run and its result, and when each is next due."""
-    from appliance.cli import _runtime
-    from appliance.jobs.registry import status
-
-    rt = _runtime()
-    try:
+    with cli_runtime() as rt:
         rows = status(rt)
-    finally:
-        rt.close()
     if as_json:
         for row in rows:
             sys.stdout.write(json.dumps(row.public()) + "\n")

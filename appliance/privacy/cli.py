@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from appliance.auth import service as users
+from appliance.cli.common import cli_runtime, operator, out, users_app
+from appliance.core.db import utcnow
 from appliance.core.errors import InvalidInput
+from appliance.privacy import service as privacy
 
-out = Console()
 
-
+@users_app.command("erase")
 def users_erase(
     name: Annotated[str, typer.Argument(help="Username.")],
     documents: Annotated[
@@ -26,11 +29,6 @@ def users_erase(
     """Erase an account and everything of theirs (conversations, sessions, tokens, second
     factor, memberships, grants, owned documents deleted or transferred); audit keeps only
     the opaque user id. Documents under legal hold must be transferred."""
-    from appliance.auth import service as users
-    from appliance.cli import _operator, _runtime
-    from appliance.core.db import utcnow
-    from appliance.privacy import service as privacy
-
     if documents not in ("delete", "transfer"):
         raise InvalidInput("--documents is delete or transfer.")
     if documents == "transfer" and not to:
@@ -41,8 +39,7 @@ def users_erase(
             "documents? This cannot be undone.",
             abort=True,
         )
-    rt = _runtime()
-    try:
+    with cli_runtime() as rt:
         with rt.sessions() as session:
             user_id = users.get_user_by_name(session, name).id
             target = users.get_user_by_name(session, to).id if to else None
@@ -51,11 +48,9 @@ def users_erase(
             user_id=user_id,
             documents=documents,
             transfer_to=target,
-            actor=_operator(),
+            actor=operator(),
             now=utcnow(),
         )
-    finally:
-        rt.close()
     counts = report.counts()
     out.print(
         f"Erased {name} (user:{user_id}): "
@@ -63,28 +58,19 @@ def users_erase(
     )
 
 
+@users_app.command("export")
 def users_export(
     name: Annotated[str, typer.Argument(help="Username.")],
     output: Annotated[Path, typer.Option(help="Zip file to write (not overwritten).")],
 ) -> None:
     """Write a zip of a user's own data: profile, conversations, owned documents' metadata,
     feedback, and the audit events they did (no password hashes or secrets)."""
-    import os
-
-    from appliance.auth import service as users
-    from appliance.cli import _operator, _runtime
-    from appliance.core.db import utcnow
-    from appliance.privacy import service as privacy
-
     if output.exists():
         raise InvalidInput(f"{output} exists; choose another file.")
-    rt = _runtime()
-    try:
+    with cli_runtime() as rt:
         with rt.sessions() as session:
             user_id = users.get_user_by_name(session, name).id
-        data = privacy.export_user(rt=rt, user_id=user_id, actor=_operator(), now=utcnow())
-    finally:
-        rt.close()
+        data = privacy.export_user(rt=rt, user_id=user_id, actor=operator(), now=utcnow())
     # The archive holds decrypted conversations: readable by its owner only.
     fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:

@@ -1,5 +1,4 @@
-"""`appliance retention ...` and `appliance docs hold|release|retain`: policies, legal hold,
-retain-until dates, as the operator (audited as ``operator:<os user>``)."""
+"""`appliance retention ...` and `docs hold|release|retain`: policies, legal holds, dates."""
 
 from __future__ import annotations
 
@@ -9,16 +8,13 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from appliance.cli.common import cli_runtime, docs_app, operator, out, retention_app
+from appliance.core.db import utcnow
 from appliance.core.errors import InvalidInput
-
-retention_app = typer.Typer(
-    help="Show and change retention policies (documents, chat, sessions, audit log).",
-    no_args_is_help=True,
-)
-out = Console()
+from appliance.documents import service as docs
+from appliance.retention import service as retention
 
 
 @retention_app.command("show")
@@ -26,28 +22,21 @@ def retention_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print each policy: the value in force, the setting, and any admin override."""
-    from appliance.cli import _runtime
-    from appliance.retention import service as retention
-
-    rt = _runtime()
-    try:
-        with rt.sessions() as session:
-            effective = retention.effective_policy(session, rt.settings)
-            overrides = retention.overrides(session)
-            rows = [
-                {
-                    "policy": key,
-                    "effective": effective[key],
-                    "setting": getattr(rt.settings.retention, key),
-                    "override": json.loads(overrides[key].value) if key in overrides else None,
-                    "overridden": key in overrides,
-                    "by": overrides[key].updated_by if key in overrides else None,
-                }
-                for key in retention.POLICY_KEYS
-            ]
-            held = retention.held_count(session)
-    finally:
-        rt.close()
+    with cli_runtime() as rt, rt.sessions() as session:
+        effective = retention.effective_policy(session, rt.settings)
+        overrides = retention.overrides(session)
+        rows = [
+            {
+                "policy": key,
+                "effective": effective[key],
+                "setting": getattr(rt.settings.retention, key),
+                "override": json.loads(overrides[key].value) if key in overrides else None,
+                "overridden": key in overrides,
+                "by": overrides[key].updated_by if key in overrides else None,
+            }
+            for key in retention.POLICY_KEYS
+        ]
+        held = retention.held_count(session)
     if as_json:
         sys.stdout.write(json.dumps({"policies": rows, "documents_on_hold": held}) + "\n")
         return
@@ -84,10 +73,6 @@ def retention_set(
     ] = None,
 ) -> None:
     """Override retention policies (DAYS, or 'forever'); audited with before and after."""
-    from appliance.cli import _operator, _runtime
-    from appliance.core.db import utcnow
-    from appliance.retention import service as retention
-
     changes: dict[str, int | None] = {}
     for pair in values or []:
         key, sep, value = pair.partition("=")
@@ -96,77 +81,54 @@ def retention_set(
         changes[key.strip()] = _days(value.strip())
     if not changes and not reset:
         raise InvalidInput("Nothing to change: give POLICY=DAYS pairs or --reset POLICY.")
-    rt = _runtime()
-    try:
-        with rt.sessions() as session:
-            after = retention.set_policy(
-                session=session,
-                settings=rt.settings,
-                changes=changes,
-                reset=list(reset or []),
-                actor=_operator(),
-                now=utcnow(),
-            )
-            session.commit()
-    finally:
-        rt.close()
+    with cli_runtime() as rt, rt.sessions() as session:
+        after = retention.set_policy(
+            session=session,
+            settings=rt.settings,
+            changes=changes,
+            reset=list(reset or []),
+            actor=operator(),
+            now=utcnow(),
+        )
+        session.commit()
     for key in [*changes, *(reset or [])]:
         days = after[key]
         out.print(f"{key} = {'forever' if days is None else days}")
 
 
 def _doc_id(ref: str) -> str:
-    from appliance.cli import _runtime
-    from appliance.documents import service as docs
-
-    rt = _runtime()
-    try:
-        with rt.sessions() as session:
-            return docs.resolve_document(session, rt.crypto, ref).id
-    finally:
-        rt.close()
+    with cli_runtime() as rt, rt.sessions() as session:
+        return docs.resolve_document(session, rt.crypto, ref).id
 
 
+@docs_app.command("hold")
 def docs_hold(
     doc: Annotated[str, typer.Argument(help="Document id or unique filename.")],
     reason: Annotated[str | None, typer.Option(help="Why (kept with the hold).")] = None,
 ) -> None:
     """Put a document under legal hold: nothing deletes it until the hold is released."""
-    from appliance.cli import _operator, _runtime
-    from appliance.core.db import utcnow
-    from appliance.retention import service as retention
-
     doc_id = _doc_id(doc)
-    rt = _runtime()
-    try:
-        with rt.sessions() as session:
-            placed = retention.place_hold(
-                session=session, doc_id=doc_id, actor=_operator(), now=utcnow(), reason=reason
-            )
-            session.commit()
-    finally:
-        rt.close()
+    with cli_runtime() as rt, rt.sessions() as session:
+        placed = retention.place_hold(
+            session=session, doc_id=doc_id, actor=operator(), now=utcnow(), reason=reason
+        )
+        session.commit()
     out.print(f"{doc_id} is under legal hold." if placed else f"{doc_id} was already on hold.")
 
 
+@docs_app.command("release")
 def docs_release(
     doc: Annotated[str, typer.Argument(help="Document id or unique filename.")],
 ) -> None:
     """Lift a document's legal hold (the operator's shell needs no second admin; audited)."""
-    from appliance.cli import _operator, _runtime
-    from appliance.retention import service as retention
-
     doc_id = _doc_id(doc)
-    rt = _runtime()
-    try:
-        with rt.sessions() as session:
-            lifted = retention.lift_hold(session=session, doc_id=doc_id, actor=_operator())
-            session.commit()
-    finally:
-        rt.close()
+    with cli_runtime() as rt, rt.sessions() as session:
+        lifted = retention.lift_hold(session=session, doc_id=doc_id, actor=operator())
+        session.commit()
     out.print(f"Hold on {doc_id} lifted." if lifted else f"{doc_id} was not on hold.")
 
 
+@docs_app.command("retain")
 def docs_retain(
     doc: Annotated[str, typer.Argument(help="Document id or unique filename.")],
     until: Annotated[
@@ -175,9 +137,6 @@ def docs_retain(
     ],
 ) -> None:
     """Set when the retention job deletes a document (replaces its classification's period)."""
-    from appliance.cli import _operator, _runtime
-    from appliance.retention import service as retention
-
     when: dt.datetime | None = None
     if until.lower() != "none":
         try:
@@ -187,15 +146,9 @@ def docs_retain(
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.UTC)
     doc_id = _doc_id(doc)
-    rt = _runtime()
-    try:
-        with rt.sessions() as session:
-            retention.set_retain_until(
-                session=session, doc_id=doc_id, until=when, actor=_operator()
-            )
-            session.commit()
-    finally:
-        rt.close()
+    with cli_runtime() as rt, rt.sessions() as session:
+        retention.set_retain_until(session=session, doc_id=doc_id, until=when, actor=operator())
+        session.commit()
     out.print(
         f"{doc_id}: retained until {when.isoformat() if when else 'its classification says'}."
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,13 +52,18 @@ def test_serve_process_answers_and_runs_the_worker(tmp_path: Path) -> None:
     root = tmp_path / "instance"
     cfg = tmp_path / "appliance.toml"
     port = _free_port()
-    cfg.write_text(f"[server]\nport = {port}\n")
+    short = Path(tempfile.mkdtemp(prefix="op-", dir="/tmp"))  # sun_path is 108 bytes
+    cfg.write_text(f'[server]\nport = {port}\noperator_socket = "{short}/run/op.sock"\n')
     env = {**os.environ, **instance_env(root), "APPLIANCE_CONFIG": str(cfg)}
     init = subprocess.run(
         [sys.executable, "-m", "appliance", "init"], env=env, capture_output=True, text=True
     )
     assert init.returncode == 0, init.stderr
     assert "One-time password" in init.stdout
+    doc = tmp_path / "parking.md"
+    doc.write_text("# Parking\n\nVisitors park on level minus two, in spaces 40 to 60.\n")
+    ingested = _cli(env, "ingest", str(doc), "--grant", "everyone")
+    assert ingested.returncode == 0, ingested.stderr
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance", "serve"],
         env=env,
@@ -76,6 +83,7 @@ def test_serve_process_answers_and_runs_the_worker(tmp_path: Path) -> None:
                 time.sleep(0.3)
         assert body is not None, "serve never answered"
         assert body["worker"] == "running"
+        _ask_while_serving(env)
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
@@ -83,3 +91,26 @@ def test_serve_process_answers_and_runs_the_worker(tmp_path: Path) -> None:
     assert proc.returncode in (0, -15), out
     assert "Application shutdown complete" in out
     assert "Traceback" not in out
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _ask_while_serving(env: dict[str, str]) -> None:
+    """`appliance search` and `ask` work while serve holds the index (the operator socket)."""
+    searched = _cli(env, "search", "Where do visitors park?", "--as", "admin", "--json")
+    assert searched.returncode == 0, searched.stderr
+    assert '"parking.md"' in searched.stdout
+    asked = _cli(env, "ask", "Where do visitors park?", "--as", "admin", "--json")
+    assert asked.returncode == 0, asked.stderr
+    answer = json.loads(asked.stdout)
+    assert set(answer) >= {"answer", "evidence", "claims", "abstained", "timings"}
+    assert answer["evidence"][0]["filename"] == "parking.md"
+    assert answer["timings"]["evidence_ms"] is not None
