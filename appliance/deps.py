@@ -57,7 +57,8 @@ NowDep = Annotated[dt.datetime, Depends(get_now)]
 
 
 def client_address(request: Request) -> str:
-    """The caller's address as the server sees it (uvicorn applies trusted proxy headers)."""
+    """The caller's address: the direct peer's, or the one a proxy listed in
+    ``server.trusted_proxies`` forwarded (middleware/proxy.py); never a header alone."""
     return request.client.host if request.client is not None else "unknown"
 
 

@@ -23,6 +23,7 @@ from appliance.core.errors import LIBRARY_ERRORS, ApplianceError, translate
 from appliance.core.runtime import Runtime, open_runtime
 from appliance.documents.routes import router as documents_router
 from appliance.jobs.runner import JobRunner
+from appliance.middleware import access_log, proxy
 from appliance.middleware.csrf import install as install_csrf
 from appliance.middleware.read_only import ReadOnlyGuard
 from appliance.operator_socket import OperatorSocket
@@ -54,6 +55,7 @@ def create_app(
 ) -> FastAPI:
     """Build the app; heavy objects are created once in the lifespan and kept on app.state."""
     wiring.install()
+    access_log.install()  # before uvicorn configures its loggers: no query string is logged
     run_background = settings.server.workers_embedded if background is None else background
 
     @asynccontextmanager
@@ -105,6 +107,10 @@ def create_app(
                 "Strict-Transport-Security", "max-age=63072000; includeSubDomains"
             )
         return response
+
+    # Outermost, so that every layer (CSRF's origin, HSTS, the routes) sees the client and
+    # scheme as forwarded by a trusted proxy, and only by one.
+    proxy.install(app, settings)
 
     @app.exception_handler(ApplianceError)
     async def appliance_error(_request: Request, exc: ApplianceError) -> JSONResponse:

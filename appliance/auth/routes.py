@@ -233,7 +233,8 @@ def change_password(
     now: NowDep,
 ) -> SignInOut:
     """Change the password: while signed in, or as the last sign-in step after a one-time
-    password. Every session of the account ends; this browser gets a new one."""
+    password. Every session and API token of the account ends; this browser gets a new
+    session."""
     names = cookie_names(rt.settings.auth)
     with _unit(session):
         user: User | None = None
@@ -317,20 +318,17 @@ def list_sessions(
 
 
 @router.delete("/sessions")
-def end_other_sessions(caller: CallerDep, session: SessionDep, request: Request) -> EndedOut:
-    """End every session of the signed-in user except this one."""
+def end_other_sessions(
+    caller: CallerDep, session: SessionDep, request: Request, now: NowDep
+) -> EndedOut:
+    """End every session of the signed-in user except this one, and revoke all of the
+    user's API tokens (create new ones afterwards if scripts still need them)."""
     keep = caller.session.id if caller.session is not None else None
-    ended = sessions.end_all(session, user_id=caller.user.id, except_id=keep)
-    audit.record(
-        session,
-        actor=f"user:{caller.user.id}",
-        action="auth.end_sessions",
-        target=f"user:{caller.user.id}",
-        client=client_address(request),
-        details={"ended": ended},
+    ended, revoked = signin.end_other_sessions(
+        session, user=caller.user, keep=keep, client=_client(request), now=now
     )
     session.commit()
-    return EndedOut(ended=ended)
+    return EndedOut(ended=ended, tokens_revoked=revoked)
 
 
 @router.delete("/sessions/{session_id}")

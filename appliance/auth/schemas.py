@@ -110,9 +110,10 @@ class SessionOut(BaseModel):
 
 
 class EndedOut(BaseModel):
-    """How many sessions were ended."""
+    """How many sessions were ended (and, when all others were, API tokens revoked)."""
 
     ended: int
+    tokens_revoked: int = 0
 
 
 class TokenIn(_In):
@@ -169,6 +170,14 @@ class OneTimePasswordOut(BaseModel):
     """A new one-time password, shown once."""
 
     one_time_password: str
+
+
+class ResetIn(_In):
+    """Redeem an approved password reset (held for a second admin before)."""
+
+    approval_id: str | None = Field(
+        None, max_length=32, description="The approved request of this reset, used once."
+    )
 
 
 class GroupIn(_In):

@@ -1,8 +1,10 @@
 """The sign-in flow: password, second factor, enrolment, password change, sign-out.
 
 The sign-in steps return a `Step`: the next stage and the session (pre or full) to hand out.
-Failures raise `SignInFailed` with one generic message after counting the failure; the
-caller commits before answering, so the count survives the failed request.
+Each step first passes the throttle, which counts the attempt and commits before the
+credential is checked (see `throttle`); a right credential takes the count back. Failures
+raise `SignInFailed` with one generic message; the caller commits before answering, so the
+failure's audit entry and lockout survive the failed request.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from appliance.audit import service as audit
-from appliance.auth import sessions, throttle, totp
+from appliance.auth import sessions, throttle, tokens, totp
 from appliance.auth.passwords import (
     check_policy,
     hash_password,
@@ -75,20 +77,30 @@ def _secret(crypto: Crypto, user: User) -> str:
     return plain.decode("ascii")
 
 
+def _admit(
+    session: Session, *, username: str, client: Client, now: dt.datetime, settings: AuthSettings
+) -> throttle.Admission:
+    """Pass the throttle (the attempt is counted and committed at once), or fail."""
+    admission = throttle.admit(
+        session, username=username, client=client.address, now=now, settings=settings
+    )
+    if admission is None:
+        raise _throttled(session, client=client)
+    return admission
+
+
 def _fail(
     session: Session,
     *,
-    username: str,
+    admission: throttle.Admission,
     user: User | None,
     client: Client,
     now: dt.datetime,
     settings: AuthSettings,
     reason: str,
 ) -> SignInFailed:
-    """Count and audit a failure; return the generic error for the caller to raise."""
-    locked = throttle.record_failure(
-        session, username=username, client=client.address, now=now, settings=settings
-    )
+    """Settle and audit a failure; return the generic error for the caller to raise."""
+    locked = throttle.record_failure(session, admission, now=now, settings=settings)
     actor = f"user:{user.id}" if user is not None else "anonymous"
     audit.record(
         session,
@@ -172,10 +184,7 @@ def sign_in_password(
     settings: AuthSettings,
 ) -> Step:
     """First step: check the password; then a pre session for the second factor."""
-    if throttle.is_blocked(
-        session, username=username, client=client.address, now=now, settings=settings
-    ):
-        raise _throttled(session, client=client)
+    admission = _admit(session, username=username, client=client, now=now, settings=settings)
     user = session.execute(
         select(User).where(func.lower(User.username) == username.strip().lower())
     ).scalar_one_or_none()
@@ -183,13 +192,14 @@ def sign_in_password(
     if user is None or not ok or not user.is_active:
         raise _fail(
             session,
-            username=username,
+            admission=admission,
             user=user,
             client=client,
             now=now,
             settings=settings,
             reason="password" if user is None or not ok else "disabled",
         )
+    throttle.refund(session, admission)
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     return _next_stage(
@@ -265,31 +275,30 @@ def sign_in_second_factor(
 ) -> Step:
     """Second step: a TOTP code (each accepted once) or a recovery code (each used once)."""
     user = pre_session_user(session, pre, "totp")
-    if throttle.is_blocked(
-        session, username=user.username, client=client.address, now=now, settings=settings
-    ):
-        raise _throttled(session, client=client)
+    if not code and not recovery_code:
+        raise InvalidInput("Send a code from the authenticator app, or a recovery code.")
+    admission = _admit(session, username=user.username, client=client, now=now, settings=settings)
     if code:
         step = totp.match_step(
             _secret(crypto, user), code, now.timestamp(), drift=settings.totp_drift_steps
         )
         ok = step is not None and consume_step(session, user_id=user.id, step=step)
         reason = "totp"
-    elif recovery_code:
+    else:
+        assert recovery_code is not None  # noqa: S101 - checked before the throttle
         ok = consume_recovery_code(session, user_id=user.id, code=recovery_code, now=now)
         reason = "recovery_code"
-    else:
-        raise InvalidInput("Send a code from the authenticator app, or a recovery code.")
     if not ok:
         raise _fail(
             session,
-            username=user.username,
+            admission=admission,
             user=user,
             client=client,
             now=now,
             settings=settings,
             reason=reason,
         )
+    throttle.refund(session, admission)
     if recovery_code:
         left = session.execute(
             select(func.count())
@@ -328,23 +337,21 @@ def confirm_enrolment(
 ) -> Step:
     """Finish enrolment with a valid code; returns ten recovery codes (shown once)."""
     user = pre_session_user(session, pre, "enrol")
-    if throttle.is_blocked(
-        session, username=user.username, client=client.address, now=now, settings=settings
-    ):
-        raise _throttled(session, client=client)
+    admission = _admit(session, username=user.username, client=client, now=now, settings=settings)
     step = totp.match_step(
         _secret(crypto, user), code, now.timestamp(), drift=settings.totp_drift_steps
     )
     if step is None or not consume_step(session, user_id=user.id, step=step):
         raise _fail(
             session,
-            username=user.username,
+            admission=admission,
             user=user,
             client=client,
             now=now,
             settings=settings,
             reason="enrol",
         )
+    throttle.refund(session, admission)
     user.totp_enrolled = True
     codes = totp.new_recovery_codes()
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
@@ -388,28 +395,30 @@ def change_password(
     now: dt.datetime,
     settings: AuthSettings,
 ) -> Step:
-    """Change a password (old one required); ends every session, then signs this one in."""
-    if throttle.is_blocked(
-        session, username=user.username, client=client.address, now=now, settings=settings
-    ):
-        raise _throttled(session, client=client)
+    """Change a password (old one required); ends every session and API token of the
+    account, then signs this browser in."""
+    # Checked before the throttle: they need no secret, and a refusal must not count.
+    # Once `old` is verified, `new` equals the current password exactly when it equals `old`.
+    check_policy(new, username=user.username)
+    if new == old:
+        raise InvalidInput("The new password must differ from the current one.")
+    admission = _admit(session, username=user.username, client=client, now=now, settings=settings)
     if not verify_password(user.password_hash, old):
         raise _fail(
             session,
-            username=user.username,
+            admission=admission,
             user=user,
             client=client,
             now=now,
             settings=settings,
             reason="password_change",
         )
-    check_policy(new, username=user.username)
-    if verify_password(user.password_hash, new):
-        raise InvalidInput("The new password must differ from the current one.")
+    throttle.refund(session, admission)
     user.password_hash = hash_password(new)
     user.must_change_password = False
     user.password_changed_at = now
-    sessions.end_all(session, user_id=user.id)
+    ended = sessions.end_all(session, user_id=user.id)
+    revoked = tokens.revoke_all(session, user_id=user.id, now=now)
     session.flush()
     audit.record(
         session,
@@ -417,6 +426,7 @@ def change_password(
         action="auth.password_change",
         target=f"user:{user.id}",
         client=client.address,
+        details={"sessions_ended": ended, "tokens_revoked": revoked},
     )
     issued = sessions.issue(
         session,
@@ -429,6 +439,27 @@ def change_password(
         user_agent=client.user_agent,
     )
     return Step(stage="done", user=user, issued=issued)
+
+
+def end_other_sessions(
+    session: Session, *, user: User, keep: str | None, client: Client, now: dt.datetime
+) -> tuple[int, int]:
+    """End every session of the user but `keep`, and revoke all their API tokens.
+
+    A token is a credential that outlives the browser: "sign out everywhere else" after a
+    suspected leak must end it too. Returns (sessions ended, tokens revoked).
+    """
+    ended = sessions.end_all(session, user_id=user.id, except_id=keep)
+    revoked = tokens.revoke_all(session, user_id=user.id, now=now)
+    audit.record(
+        session,
+        actor=f"user:{user.id}",
+        action="auth.end_sessions",
+        target=f"user:{user.id}",
+        client=client.address,
+        details={"ended": ended, "tokens_revoked": revoked},
+    )
+    return ended, revoked
 
 
 def sign_out(session: Session, *, row: AuthSession, client: Client) -> None:

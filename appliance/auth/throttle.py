@@ -4,6 +4,15 @@ Keys are ``account:<username>`` (counted whether or not the name exists, so thro
 reveals nothing) and ``client:<address>``. While a key is backing off or locked, attempts
 are refused without being counted, so hammering a locked account does not extend the lock.
 Failures older than the lockout period are forgotten.
+
+An attempt is counted *before* its credential is checked. `admit` checks both keys and
+counts the attempt in one step, under the keys' row locks (``SELECT ... FOR UPDATE`` on
+PostgreSQL; SQLite's write lock, taken by the statement that opens the transaction), and
+commits at once: a concurrent attempt waits for that step and then sees this one counted,
+so of many simultaneous wrong codes only as many reach the check as the back-off allows,
+and no lock is held while a password hash is verified. The caller then settles the
+attempt: `refund` when the credential was right, `record_failure` when it was not. An
+attempt that crashes in between stays counted: it fails closed.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -47,6 +56,7 @@ class _Rule:
 
 
 def _rules(username: str, client: str, settings: AuthSettings) -> list[_Rule]:
+    # Always account first, then client: one lock order, so two admissions never deadlock.
     return [
         _Rule(account_key(username), settings.lockout_threshold, True),
         # No back-off per address: many people may share one address (NAT, proxy).
@@ -62,53 +72,128 @@ def _stale(row: AuthThrottle, now: dt.datetime, settings: AuthSettings) -> bool:
     return row.last_failure_at is None or now - row.last_failure_at >= window
 
 
-def is_blocked(
-    session: Session, *, username: str, client: str, now: dt.datetime, settings: AuthSettings
-) -> bool:
-    """Whether an attempt for this account or from this address must be refused now."""
-    for rule in _rules(username, client, settings):
-        row = session.get(AuthThrottle, rule.key)
-        if row is None or _stale(row, now, settings):
-            continue
-        if row.locked_until is not None and now < row.locked_until:
-            return True
-        if (
-            rule.backoff
-            and row.last_failure_at is not None
-            and now < row.last_failure_at + backoff_delay(row.failures, settings)
-        ):
-            return True
-    return False
+def _blocked(row: AuthThrottle, rule: _Rule, now: dt.datetime, settings: AuthSettings) -> bool:
+    """Whether this key refuses an attempt now (its row is current, not stale)."""
+    if row.locked_until is not None and now < row.locked_until:
+        return True
+    if row.failures >= rule.threshold:
+        # Counted attempts reached the threshold; the lock is set when one of them fails.
+        return True
+    return (
+        rule.backoff
+        and row.last_failure_at is not None
+        and now < row.last_failure_at + backoff_delay(row.failures, settings)
+    )
 
 
-def record_failure(
-    session: Session, *, username: str, client: str, now: dt.datetime, settings: AuthSettings
-) -> list[str]:
-    """Count a failure against the account and the address; return the keys now locked."""
-    locked: list[str] = []
-    for rule in _rules(username, client, settings):
-        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+def _locked_row(session: Session, key: str) -> AuthThrottle:
+    """The key's row, created if missing and locked until the transaction ends."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    for _ in range(3):  # a concurrent `clear_*` may delete the row between the two statements
         session.execute(
             insert(AuthThrottle)
-            .values(key=rule.key, failures=0, last_failure_at=None, locked_until=None)
+            .values(key=key, failures=0, last_failure_at=None, locked_until=None)
             .on_conflict_do_nothing(index_elements=["key"])
         )
         row = session.execute(
             select(AuthThrottle)
-            .where(AuthThrottle.key == rule.key)
+            .where(AuthThrottle.key == key)
             .with_for_update()
             .execution_options(populate_existing=True)
-        ).scalar_one()
+        ).scalar_one_or_none()
+        if row is not None:
+            return row
+    raise RuntimeError(f"the throttle row {key!r} keeps disappearing")  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class _Charge:
+    key: str
+    threshold: int
+    failures: int  # the key's count with this attempt in it
+    previous_failure_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An attempt let through and already counted; settle it with `refund` or `record_failure`."""
+
+    charges: tuple[_Charge, ...]
+
+
+def admit(
+    session: Session, *, username: str, client: str, now: dt.datetime, settings: AuthSettings
+) -> Admission | None:
+    """Let one attempt through and count it, or None if a key is backing off or locked.
+
+    Commits the session (with whatever the caller had pending): the count must be visible
+    to concurrent attempts before this one's credential is checked.
+    """
+    rows: list[tuple[_Rule, AuthThrottle]] = []
+    for rule in _rules(username, client, settings):
+        row = _locked_row(session, rule.key)
         if _stale(row, now, settings):
-            row.failures = 0
-            row.locked_until = None
-        row.failures += 1
-        row.last_failure_at = now
-        if row.failures >= rule.threshold and row.locked_until is None:
-            row.locked_until = now + dt.timedelta(minutes=settings.lockout_minutes)
-            locked.append(rule.key)
-    session.flush()
+            row.failures, row.last_failure_at, row.locked_until = 0, None, None
+        rows.append((rule, row))
+    admission: Admission | None = None
+    if not any(_blocked(row, rule, now, settings) for rule, row in rows):
+        charges = []
+        for rule, row in rows:
+            charges.append(_Charge(rule.key, rule.threshold, row.failures + 1, row.last_failure_at))
+            row.failures += 1
+            row.last_failure_at = now
+        admission = Admission(tuple(charges))
+    session.commit()
+    for _, row in rows:
+        session.expunge(row)  # settling changes the rows in SQL; keep no stale copies
+    return admission
+
+
+def record_failure(
+    session: Session, admission: Admission, *, now: dt.datetime, settings: AuthSettings
+) -> list[str]:
+    """Settle a failed attempt (`admit` counted it): lock each key it took to its threshold.
+
+    Returns the keys this failure locked; of concurrent failures, one locks a key.
+    """
+    until = now + dt.timedelta(minutes=settings.lockout_minutes)
+    locked: list[str] = []
+    for charge in admission.charges:
+        result = session.execute(
+            update(AuthThrottle)
+            .where(
+                AuthThrottle.key == charge.key,
+                AuthThrottle.locked_until.is_(None),
+                AuthThrottle.failures >= charge.threshold,
+            )
+            .values(locked_until=until)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(result, "rowcount", 0) == 1:
+            locked.append(charge.key)
     return locked
+
+
+def refund(session: Session, admission: Admission) -> None:
+    """Settle a successful attempt: take its count back (in the caller's transaction).
+
+    The key's previous failure time comes back too unless another attempt was counted
+    since, so a right password does not start a back-off for the second factor.
+    """
+    for charge in admission.charges:
+        restored = session.execute(
+            update(AuthThrottle)
+            .where(AuthThrottle.key == charge.key, AuthThrottle.failures == charge.failures)
+            .values(failures=charge.failures - 1, last_failure_at=charge.previous_failure_at)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(restored, "rowcount", 0) == 0:
+            session.execute(
+                update(AuthThrottle)
+                .where(AuthThrottle.key == charge.key, AuthThrottle.failures > 0)
+                .values(failures=AuthThrottle.failures - 1)
+                .execution_options(synchronize_session=False)
+            )
 
 
 def clear_account(session: Session, *, username: str) -> bool:

@@ -1,1 +1,4 @@
-"""Face: HTTP middleware (CSRF, read-only guard). May import anything; nothing imports it."""
+"""Face: HTTP middleware (CSRF, read-only guard, trusted proxies) and the access-log filter.
+
+May import anything; nothing imports it.
+"""

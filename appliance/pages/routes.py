@@ -2,7 +2,9 @@
 
 Every page except sign-in needs a full session (password, second factor, enrolled TOTP,
 password changed); without one the browser is sent to /signin?next=<page>. Admin pages
-check the admin role here, on the server: hiding the links is only for tidiness.
+check, on the server, exactly what the admin API checks (`deps.admin_user`: the admin role,
+and the 'admin' scope when the caller uses an API token); hiding the links is only for
+tidiness.
 Pages never embed document text or answers; the scripts fetch them and insert them as
 text (or, for answers, as the server-sanitised HTML from chat/render.py).
 """
@@ -23,9 +25,17 @@ from sqlalchemy.orm import Session
 
 from appliance import __version__
 from appliance.auth.tables import User
-from appliance.core.errors import NotAuthenticated
+from appliance.core.errors import NotAuthenticated, PermissionDenied
 from appliance.core.runtime import Runtime
-from appliance.deps import NowDep, RuntimeDep, SessionDep, authenticate, cookie_names
+from appliance.deps import (
+    Caller,
+    NowDep,
+    RuntimeDep,
+    SessionDep,
+    admin_user,
+    authenticate,
+    cookie_names,
+)
 from appliance.documents.tables import Document
 from appliance.jobs.registry import status as job_status
 from models.manifest import SMALL_MODEL_NOTE, SMOLLM2_NAME, ModelRegistry, verify
@@ -59,11 +69,16 @@ def _safe_next(value: str | None) -> str:
     return value
 
 
-def _signed_in(request: Request, session: Session, rt: Runtime, now: dt.datetime) -> User | None:
+def _caller(request: Request, session: Session, rt: Runtime, now: dt.datetime) -> Caller | None:
     try:
-        return authenticate(request, session, rt, now).user
+        return authenticate(request, session, rt, now)
     except NotAuthenticated:
         return None
+
+
+def _signed_in(request: Request, session: Session, rt: Runtime, now: dt.datetime) -> User | None:
+    caller = _caller(request, session, rt, now)
+    return caller.user if caller is not None else None
 
 
 def _render(
@@ -179,10 +194,11 @@ def _models(rt: Runtime) -> list[dict[str, Any]]:
 def admin_page(
     section: str, request: Request, session: SessionDep, rt: RuntimeDep, now: NowDep
 ) -> Response:
-    """An admin section; 403 for signed-in users without the admin role."""
-    user = _signed_in(request, session, rt, now)
-    if user is None:
+    """An admin section; 403 for callers the admin API refuses (role, or token scope)."""
+    caller = _caller(request, session, rt, now)
+    if caller is None:
         return _to_signin(request)
+    user = caller.user
     if section not in dict(ADMIN_SECTIONS):
         response = _render(
             request,
@@ -195,15 +211,16 @@ def admin_page(
         )
         response.status_code = 404
         return response
-    if not user.is_admin:
+    try:
+        admin_user(caller)  # the one admin check, the same as the admin API's
+    except PermissionDenied as exc:
+        message = (
+            exc.message
+            if user.is_admin
+            else "This page is for administrators. Ask one if you need something changed."
+        )
         response = _render(
-            request,
-            rt,
-            "error.html",
-            user,
-            page="admin",
-            status=403,
-            message="This page is for administrators. Ask one if you need something changed.",
+            request, rt, "error.html", user, page="admin", status=403, message=message
         )
         response.status_code = 403
         return response

@@ -388,6 +388,7 @@ def test_layout_and_permissions(target: Target) -> None:
     config = (root / "etc/appliance/appliance.toml").read_text()
     assert f"port = {target.app_port}" in config
     assert "max_upload_mb = 2" in config
+    assert 'trusted_proxies = ["127.0.0.1", "::1"]' in config  # nginx, on loopback
     nginx = (root / "etc/nginx/nginx.conf").read_text()
     assert "proxy_buffering off;" in nginx
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in nginx
