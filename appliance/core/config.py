@@ -7,12 +7,13 @@ then the defaults below. Nothing here is read at import time.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import stat
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -42,6 +43,40 @@ class ServerSettings(_Section):
         True,
         description="Run the ingestion worker and scheduled jobs inside the serve process.",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Addresses or networks (127.0.0.1, 10.0.0.0/24) of the reverse proxies whose "
+            "X-Forwarded-For and X-Forwarded-Proto headers are believed: only for a request "
+            "whose direct peer is one of them does the forwarded address become the client's "
+            "(for throttling, sessions and the audit log). Empty believes no one: the peer "
+            "is the client. Behind a proxy on this server (the Ansible deployment) list the "
+            "address it connects from, 127.0.0.1; any process here can connect from that "
+            "address too."
+        ),
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, values: list[str]) -> list[str]:
+        """Only IP addresses and networks: no host names, no '*' (that would trust anyone)."""
+        checked = []
+        for value in values:
+            try:
+                text = value.strip()
+                parsed = (
+                    ipaddress.ip_network(text, strict=False)
+                    if "/" in text
+                    else ipaddress.ip_address(text)
+                )
+                checked.append(str(parsed))
+            except ValueError:
+                raise ValueError(
+                    f"server.trusted_proxies: {value!r} is not an IP address or network. "
+                    'List the reverse proxy\'s own address, e.g. "127.0.0.1".'
+                ) from None
+        return checked
+
     operator_socket: Path | None = Field(
         None,
         description=(
@@ -123,6 +158,59 @@ class IngestSettings(_Section):
     )
     poll_seconds: float = Field(
         1.0, gt=0, description="How often the worker looks for queued documents."
+    )
+    # The limits on reading one file (defaults: ingest.parse.limits.ParseLimits, where the
+    # measurements behind them are noted; README "Limits on reading a file").
+    parsers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description=(
+            "Parser processes that read files side by side. A slow or hostile file holds one "
+            "of them (for at most the limits below) while the others carry on. Each idle "
+            "parser holds about 0.4 GiB of memory."
+        ),
+    )
+    parse_timeout_seconds: float = Field(
+        600.0,
+        gt=0,
+        description=(
+            "Wall-clock time one file may take to read, OCR included; then its parser "
+            "process is killed and replaced, and the file fails with this reason."
+        ),
+    )
+    parse_cpu_seconds: int = Field(
+        120,
+        ge=1,
+        description=(
+            "Processor time one file may use in its parser process (RLIMIT_CPU); a 1000-page "
+            "PDF needs about 40 s, a 100,000-row spreadsheet about 20 s."
+        ),
+    )
+    parse_memory_mb: int = Field(
+        2048,
+        ge=64,
+        description=(
+            "Memory (address space, RLIMIT_AS) one file may add to its parser process, in "
+            "MiB, on top of the idle parser's own (about 0.95 GiB of address space)."
+        ),
+    )
+    max_unpack_ratio: int = Field(
+        100,
+        ge=1,
+        description=(
+            "An Office file (DOCX, PPTX, XLSX) may unpack to at most this many times its own "
+            "size, or to `unpack_floor_mb` if that is more; beyond that it is refused as a "
+            "zip bomb. Real documents unpack to 2-25x, repetitive ones to about 50x."
+        ),
+    )
+    unpack_floor_mb: int = Field(
+        16,
+        ge=1,
+        description=(
+            "What any Office file may unpack to whatever its size, in MiB (small files have a "
+            "high ratio from their fixed styles and themes)."
+        ),
     )
 
 
@@ -341,13 +429,22 @@ class ApprovalSettings(_Section):
             "bulk_delete",
             "audit_export",
             "shorten_retention",
+            "reset_credentials",
+            "delete_document",
         ],
         description=(
-            "Kinds of action held for a second admin: self_grant_confidential (an admin giving "
-            "themselves read on a confidential or personal document), make_admin, "
+            "Kinds of action held for a second admin: self_grant_confidential (an admin "
+            "giving themselves, or an account whose credentials they set, read on a "
+            "confidential or personal document: a grant, a group membership, or documents "
+            "transferred at erasure), make_admin, "
             "lift_legal_hold, bulk_delete, audit_export (through the API; the operator's CLI "
             "exports directly), shorten_retention (an admin override that keeps anything, the "
-            "audit log included, for less time than before; the operator's CLI sets directly). "
+            "audit log included, for less time than before; the operator's CLI sets directly), "
+            "reset_credentials (an admin resetting another admin's password or second factor, "
+            "or those of an account that reads confidential or personal documents or has chat "
+            "history when the reset would let them sign in as it), delete_document (an admin "
+            "deleting a confidential or personal document they neither own nor manage by a "
+            "grant: one by one, by an earlier retain-until, or by erasing its owner). "
             "Remove a kind to let one admin do it alone (still audited)."
         ),
     )
