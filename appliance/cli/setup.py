@@ -20,6 +20,7 @@ from appliance.cli.common import config_app, operator, out, settings, top_app
 from appliance.core.config import masked_dump
 from appliance.core.db import make_engine
 from appliance.core.errors import NotFound
+from models.manifest import SMALL_MODEL_NOTE, SMOLLM2_NAME
 
 
 @top_app.command("init")
@@ -94,6 +95,8 @@ def init_cmd(
             "\n[bold yellow]Back up the key file now[/bold yellow] (e.g. into Ansible Vault), "
             "apart from the data dir. Without it the encrypted data cannot be read."
         )
+    if current.models.chat_model == SMOLLM2_NAME:
+        out.print(f"\n{SMALL_MODEL_NOTE}", highlight=False, markup=False)
 
 
 @top_app.command("serve")

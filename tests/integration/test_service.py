@@ -60,6 +60,7 @@ def test_serve_process_answers_and_runs_the_worker(tmp_path: Path) -> None:
     )
     assert init.returncode == 0, init.stderr
     assert "One-time password" in init.stdout
+    assert "small model for trying the appliance" in init.stdout
     doc = tmp_path / "parking.md"
     doc.write_text("# Parking\n\nVisitors park on level minus two, in spaces 40 to 60.\n")
     ingested = _cli(env, "ingest", str(doc), "--grant", "everyone")
