@@ -10,14 +10,24 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from appliance import operator_socket
 from appliance.chat import operator as asking
 from appliance.cli.common import cli_runtime, err, operator, out, settings, top_app
+
+if TYPE_CHECKING:
+    from appliance.operator_socket import OperatorClient
+
+
+def _reach() -> OperatorClient | None:
+    """The running `appliance serve` over its operator socket, or None if none listens."""
+    # start-up cost: operator_socket imports FastAPI and uvicorn (~0.6 s) for its server half
+    from appliance import operator_socket
+
+    return operator_socket.reach(settings().operator_socket_path)
 
 
 @top_app.command("search")
@@ -28,7 +38,7 @@ def search_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print the ranked passages retrieval would hand the model for this user."""
-    client = operator_socket.reach(settings().operator_socket_path)
+    client = _reach()
     if client is not None:
         rows = client.search(as_user=as_user, question=question, k=k, operator=operator())
     else:
@@ -58,7 +68,7 @@ def search_cmd(
 
 
 def _events(as_user: str, question: str, conversation: str | None) -> Iterator[tuple[str, Any]]:
-    client = operator_socket.reach(settings().operator_socket_path)
+    client = _reach()
     if client is not None:
         yield from client.ask(as_user=as_user, question=question, conversation=conversation)
         return
