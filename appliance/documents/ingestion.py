@@ -1,8 +1,11 @@
 """The ingestion worker: queued -> parsing -> embedding -> indexed (or failed, with a reason).
 
-Parsing runs in a separate process (spawned once and reused): it is CPU-heavy pure Python,
-so in-process it would hold the GIL against the API and against embedding. While one
-document is embedded, the next one is already being parsed, which keeps both cores busy.
+Parsing runs in child processes (``ingest.parse.sandbox``: started once and reused), under
+hard limits per file: wall time, CPU time, address space, and how far an Office file may
+unpack. It is CPU-heavy pure Python, so in-process it would hold the GIL against the API
+and against embedding; and a hostile file stopped at its limits fails with the reason
+while the other parsers carry on. While one document is embedded, the next ones are
+already being parsed, which keeps the cores busy.
 
 Publishing is atomic (DESIGN invariant 3): chunks are written with an empty ACL, and once
 all of them are in, one index operation sets the document's principals. Recovery after a
@@ -12,7 +15,6 @@ points that belong to no visible document.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import shutil
@@ -21,10 +23,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path, PurePath
 
 from sqlalchemy import delete, select, update
@@ -32,6 +32,7 @@ from sqlalchemy import delete, select, update
 from appliance.admin import service as switches
 from appliance.audit import service as audit
 from appliance.core import places
+from appliance.core.config import IngestSettings, Settings
 from appliance.core.crypto import Crypto
 from appliance.core.db import utcnow
 from appliance.core.errors import ApplianceError
@@ -53,7 +54,8 @@ from ingest.chunk import Chunk as TextChunk
 from ingest.chunk import chunk_elements
 from ingest.errors import EmptyDocument, IngestError
 from ingest.index import ChunkPoint
-from ingest.parse import ParsedDocument, parse_file
+from ingest.parse import ParsedDocument, ParseLimits, parse_file
+from ingest.parse.sandbox import DEFAULT_PARSERS, ParserPool
 
 log = logging.getLogger(__name__)
 
@@ -90,77 +92,99 @@ def _process_alive(claimed_by: str | None) -> bool:
     return True
 
 
-def _child_init() -> None:
-    os.environ["DO_NOT_TRACK"] = "1"
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    _die_with_parent()
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to kill this parser process if its parent dies (even by SIGKILL).
-
-    The signal follows the thread that started the pool; the worker thread that owns the
-    Parser lives as long as the worker, and closes the pool itself when it stops.
-    """
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the pool's own EOF handling remains
-        return
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
+def parse_limits(s: IngestSettings) -> ParseLimits:
+    """The `ingest` settings' limits on reading one file."""
+    return ParseLimits(
+        timeout_seconds=s.parse_timeout_seconds,
+        cpu_seconds=s.parse_cpu_seconds,
+        memory_mb=s.parse_memory_mb,
+        max_unpack_ratio=s.max_unpack_ratio,
+        unpack_floor_mb=s.unpack_floor_mb,
+    )
 
 
 class Parser:
-    """Runs `ingest.parse.parse_file` in a reusable child process (isolated), or inline."""
+    """Reads files in parser processes under hard limits per file (isolated), or inline.
 
-    def __init__(self, *, max_bytes: int, ocr: bool, isolated: bool = True) -> None:
+    Inline (tests, and tools that trust their files) applies the size limits only: no
+    time or memory limit can stop a parse in this process.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_bytes: int,
+        ocr: bool,
+        isolated: bool = True,
+        limits: ParseLimits | None = None,
+        parsers: int | None = None,
+    ) -> None:
         self.max_bytes = max_bytes
         self.ocr = ocr
         self.isolated = isolated
-        self._pool: ProcessPoolExecutor | None = None
+        self.limits = limits
+        self.parsers = parsers
+        self._pool: ParserPool | None = None
 
-    def _get_pool(self) -> ProcessPoolExecutor:
+    @classmethod
+    def from_settings(cls, settings: Settings, *, isolated: bool = True) -> Parser:
+        """A parser with the configured upload limit, OCR switch, limits and parsers."""
+        parser = cls(
+            max_bytes=settings.max_upload_bytes, ocr=settings.ingest.ocr, isolated=isolated
+        )
+        parser.configure(settings.ingest)
+        return parser
+
+    def configure(self, s: IngestSettings) -> None:
+        """Take the limits and the number of parsers from settings where none were given.
+
+        The worker does this, so a Parser made only to choose isolation (the CLI's) honours
+        the configured limits too.
+        """
+        if self.limits is None:
+            self.limits = parse_limits(s)
+        if self.parsers is None:
+            self.parsers = s.parsers
+
+    @property
+    def parallel(self) -> int:
+        """How many files are read at once."""
+        return (self.parsers or DEFAULT_PARSERS) if self.isolated else 1
+
+    def _get_pool(self) -> ParserPool:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=get_context("spawn"), initializer=_child_init
-            )
+            self._pool = ParserPool(max_bytes=self.max_bytes, ocr=self.ocr, size=self.parallel)
         return self._pool
 
-    def submit(self, path: Path, filename: str) -> Future[ParsedDocument]:
-        """Start parsing; the future raises IngestError for bad input."""
-        if not self.isolated:
-            fut: Future[ParsedDocument] = Future()
-            try:
-                fut.set_result(
-                    parse_file(path, max_bytes=self.max_bytes, ocr=self.ocr, filename=filename)
-                )
-            except Exception as exc:
-                fut.set_exception(exc)
-            return fut
-        job = functools.partial(
-            parse_file, path, max_bytes=self.max_bytes, ocr=self.ocr, filename=filename
-        )
-        try:
-            return self._get_pool().submit(job)
-        except BrokenProcessPool:  # the idle child died (e.g. the OOM killer): start afresh
-            self.reset()
-            return self._get_pool().submit(job)
+    def start(self) -> None:
+        """Start the parser processes now rather than with the first file."""
+        if self.isolated:
+            self._get_pool().start()
 
-    def reset(self) -> None:
-        """Drop a broken child process; the next submit starts a fresh one."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+    def pids(self) -> list[int]:
+        """Process ids of the running parser processes."""
+        return self._pool.pids() if self._pool is not None else []
+
+    def submit(self, path: Path, filename: str) -> Future[ParsedDocument]:
+        """Start parsing; the future raises IngestError for bad input or a limit reached."""
+        limits = self.limits or ParseLimits()
+        if self.isolated:
+            return self._get_pool().submit(path, filename, limits)
+        fut: Future[ParsedDocument] = Future()
+        try:
+            fut.set_result(
+                parse_file(
+                    path, max_bytes=self.max_bytes, ocr=self.ocr, filename=filename, limits=limits
+                )
+            )
+        except Exception as exc:
+            fut.set_exception(exc)
+        return fut
 
     def close(self) -> None:
-        """Stop the child process."""
+        """Stop the parser processes."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.close()
             self._pool = None
 
 
@@ -203,7 +227,8 @@ class IngestionWorker:
     ) -> None:
         self.rt = rt
         s = rt.settings.ingest
-        self.parser = parser or Parser(max_bytes=rt.settings.max_upload_bytes, ocr=s.ocr)
+        self.parser = parser or Parser.from_settings(rt.settings)
+        self.parser.configure(s)
         self.on_progress = on_progress
         self.identity = worker_identity()
 
@@ -364,42 +389,52 @@ class IngestionWorker:
 
     def _loop(self, *, stop: threading.Event | None, only: set[str] | None) -> int:
         processed = 0
-        pending: _Pending | None = None
+        pending: list[_Pending] = []
         try:
             while stop is None or not stop.is_set():
-                if pending is None:
-                    pending = self._start_next(only)
-                    if pending is None:
-                        if stop is None:
-                            return processed
-                        stop.wait(self.rt.settings.ingest.poll_seconds)
-                        continue
-                current, pending = pending, None
+                self._fill(pending, only)
+                if not pending:
+                    if stop is None:
+                        return processed
+                    stop.wait(self.rt.settings.ingest.poll_seconds)
+                    continue
+                current = self._first_parsed(pending, stop)
+                if current is None:  # nothing finished yet: look at `stop` again
+                    continue
+                pending.remove(current)
                 parsed = self._await_parse(current)
-                # Prefetch: the next file parses in the child while this one embeds here.
-                pending = self._start_next(only)
+                # The freed parser starts the next file while this one is embedded here.
+                self._fill(pending, only)
                 if parsed is not None:
                     self._embed_and_publish(current.doc_id, parsed)
                 processed += 1
             return processed
         finally:
-            if pending is not None:
-                pending.future.cancel()
-                shutil.rmtree(pending.tmp_dir, ignore_errors=True)
+            for left in pending:
+                left.future.cancel()
+                shutil.rmtree(left.tmp_dir, ignore_errors=True)
+
+    def _fill(self, pending: list[_Pending], only: set[str] | None) -> None:
+        """Claim documents until every parser has one."""
+        while len(pending) < self.parser.parallel:
+            started = self._start_next(only)
+            if started is None:
+                return
+            pending.append(started)
+
+    @staticmethod
+    def _first_parsed(pending: list[_Pending], stop: threading.Event | None) -> _Pending | None:
+        """The earliest-claimed document whose parse has ended (a parse always ends: each
+        file has a wall-clock deadline); None after a short wait when `stop` may be set."""
+        futures = [p.future for p in pending]
+        done, _ = wait(futures, timeout=None if stop is None else 0.5, return_when=FIRST_COMPLETED)
+        return next((p for p in pending if p.future in done), None)
 
     def _await_parse(self, pending: _Pending) -> ParsedDocument | None:
         try:
             return pending.future.result()
         except IngestError as exc:
             self._fail(pending.doc_id, exc.code, exc.reason)
-        except BrokenProcessPool:
-            self.parser.reset()
-            self._fail(
-                pending.doc_id,
-                "parser_crashed",
-                "The parser crashed on this file. It may be damaged or hostile; "
-                "open and re-save it, or convert it to PDF, then upload it again.",
-            )
         except Exception as exc:
             log.exception("parsing %s failed", pending.doc_id)
             self._fail(
@@ -545,5 +580,5 @@ class IngestionWorker:
             self.on_progress(doc_id, state, done, total)
 
     def close(self) -> None:
-        """Stop the parser process."""
+        """Stop the parser processes."""
         self.parser.close()

@@ -99,6 +99,19 @@ def parse_with_unstructured(path: Path, mime: str) -> ParsedDocument:
     return ParsedDocument(elements=elements, pages=max_page, title=title, mime_type=mime)
 
 
+def warm_up_unstructured() -> None:
+    """Import every partitioner and load the language model, so a first file pays for neither."""
+    for module_name, _, _ in _PARTITIONERS.values():
+        importlib.import_module(module_name)
+    try:
+        _require_language_model()
+    except IngestError:
+        return  # each non-PDF file will fail with the reason; PDFs still parse
+    from unstructured.partition.text import partition_text
+
+    partition_text(text="Warm up. The sentence splitter loads here.", languages=[""])
+
+
 # Single-byte code pages for Latin script: detectors cannot tell them apart on short text,
 # and Windows-1252 is by far the most common of them in office files.
 _LATIN_CODEPAGES = frozenset(

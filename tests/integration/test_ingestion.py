@@ -254,23 +254,23 @@ def test_work_of_a_live_process_is_left_alone(runtime: Runtime, tmp_path: Path) 
 @pytest.mark.slow
 def test_parser_child_restarts_after_it_dies(tmp_path: Path) -> None:
     import os
+    import resource
     import signal
 
     from appliance.documents.ingestion import Parser
 
-    parser = Parser(max_bytes=1 << 20, ocr=False, isolated=True)
+    parser = Parser(max_bytes=1 << 20, ocr=False, isolated=True, parsers=1)
     try:
         path = _write_policy(tmp_path)
         assert parser.submit(path, path.name).result(timeout=120).elements
-        pool = parser._pool
-        assert pool is not None
-        for pid in list(pool._processes):  # the idle child is killed (say, by the OOM killer)
-            os.kill(pid, signal.SIGKILL)
-        import time
-
-        time.sleep(1)
+        (pid,) = parser.pids()
+        # A parser holds document text: it may never leave a core dump.
+        assert resource.prlimit(pid, resource.RLIMIT_CORE) == (0, 0)
+        os.kill(pid, signal.SIGKILL)  # the idle child is killed (say, by the OOM killer)
         assert MARKER in " ".join(
             e.text for e in parser.submit(path, path.name).result(timeout=120).elements
         )
+        assert parser.pids() != [pid]
     finally:
         parser.close()
+    assert parser.pids() == []

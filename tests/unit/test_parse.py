@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -25,7 +26,15 @@ from ingest.errors import (
     TooLarge,
     UnsupportedType,
 )
-from ingest.parse import SUPPORTED_EXTENSIONS, Element, ParsedDocument, detect_type, parse_file
+from ingest.parse import (
+    SUPPORTED_EXTENSIONS,
+    Element,
+    ParsedDocument,
+    ParseLimits,
+    detect_type,
+    parse_file,
+)
+from ingest.parse.limits import check_unpacked_size
 from tests.fixtures.documents import (
     SUPPORTED_SAMPLES,
     filler_pages,
@@ -39,6 +48,7 @@ from tests.fixtures.documents import (
     make_text,
     make_zip,
 )
+from tests.fixtures.hostile import make_docx_bomb, make_zip_with_parts
 
 MB = 1024 * 1024
 LIMIT = 50 * MB
@@ -559,13 +569,79 @@ def test_too_large_names_the_limit_and_setting(text_pdf: Path) -> None:
     assert "limit of 1 KiB" in caught.value.reason
 
 
-def test_office_file_that_unpacks_to_far_more_than_the_limit(documents_dir: Path) -> None:
+def test_office_file_that_unpacks_to_far_more_than_its_size(documents_dir: Path) -> None:
     path = make_docx(documents_dir / "bomb.docx")
-    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("word/media/padding.bin", bytes(8 * MB))
-    size = path.stat().st_size
+    with (
+        zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive,
+        archive.open("word/media/padding.bin", "w") as stream,
+    ):
+        for _ in range(64):
+            stream.write(bytes(MB))
     with pytest.raises(TooLarge, match="unpacks to"):
-        parse_file(path, max_bytes=size + 1024)
+        parse_file(path, max_bytes=LIMIT)
+
+
+def test_zip_bomb_docx_fails_fast_with_the_unpack_reason(documents_dir: Path) -> None:
+    # The security review's file: ~100 KiB that unpacks to 30 MB of one-letter paragraphs
+    # (161 s and 1.6 GB of parser time before this check, which allowed 20x the upload limit).
+    path = make_docx_bomb(documents_dir / "bomb.docx", unpacked_mb=30)
+    assert path.stat().st_size < 200 * 1024
+    started = time.perf_counter()
+    with pytest.raises(TooLarge) as caught:
+        parse_file(path, max_bytes=LIMIT)
+    assert time.perf_counter() - started < 1.0
+    reason = caught.value.reason
+    assert "unpacks to 29 MiB" in reason
+    assert "100 times its size" in reason
+    assert "`ingest.max_unpack_ratio`" in reason
+    assert "save it again" in reason
+
+
+@pytest.mark.parametrize(
+    ("zeros_mb", "allowed"),
+    [
+        (10, True),  # ~1000x, but under the 16 MiB every file may unpack to
+        (20, True),  # ~60x a file of ~330 KiB: over the floor, within 100x its size
+        (40, False),  # ~120x: over 100x its size
+    ],
+)
+def test_unpack_limit_is_relative_to_the_file_size(
+    zeros_mb: int, allowed: bool, documents_dir: Path
+) -> None:
+    # Incompressible bytes make the file's own size (as a scanned image in a DOCX would).
+    image = os.urandom(320 * 1024)
+    parts: dict[str, bytes | int] = {"word/media/image1.png": image, "pad.xml": zeros_mb * MB}
+    path = make_zip_with_parts(documents_dir / "mixed.docx", parts)
+    if allowed:
+        check_unpacked_size(path, ParseLimits())
+    else:
+        with pytest.raises(TooLarge, match="unpacks to"):
+            check_unpacked_size(path, ParseLimits())
+    with pytest.raises(TooLarge):  # and the admin's settings are what counts
+        check_unpacked_size(path, ParseLimits(max_unpack_ratio=2, unpack_floor_mb=1))
+
+
+def test_a_part_that_understates_its_size_is_not_inflated(documents_dir: Path) -> None:
+    # The unpack check trusts the sizes the archive declares; Python's zipfile (under
+    # python-docx, python-pptx and openpyxl) never inflates a part past its declared size.
+    path = make_docx(documents_dir / "liar.docx")
+    with zipfile.ZipFile(path) as source:
+        parts = {name: source.read(name) for name in source.namelist()}
+    parts["word/document.xml"] = parts["word/document.xml"].replace(
+        b"</w:body>", b"<w:p><w:r><w:t>" + b"a" * (4 * MB) + b"</w:t></w:r></w:p></w:body>"
+    )
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in parts.items():
+            archive.writestr(name, data)
+    data = bytearray(path.read_bytes())
+    entry = data.rfind(b"PK\x01\x02", 0, data.rfind(b"PK\x05\x06"))
+    while data[entry + 46 : entry + 46 + 17] != b"word/document.xml":
+        entry = data.rfind(b"PK\x01\x02", 0, entry)
+    struct.pack_into("<I", data, entry + 24, 1000)  # central directory: 1000 bytes unpacked
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptDocument) as caught:
+        parse_file(path, max_bytes=LIMIT)
+    assert isinstance(caught.value.__cause__, zipfile.BadZipFile)  # "Bad CRC-32": read 1000
 
 
 def test_library_failures_become_corrupt_document(documents_dir: Path) -> None:
