@@ -7,15 +7,19 @@ joining a group is how a person gains read access without a grant of their own.
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from appliance.acl import duties
+from appliance.approvals import service as approvals
 from appliance.audit import service as audit
 from appliance.auth.service import get_group, get_user, get_user_by_name
 from appliance.auth.tables import Group, GroupMember, User
-from appliance.core.classification import SENSITIVE
+from appliance.core.db import utcnow
 from appliance.core.errors import InvalidInput, NotFound, PermissionDenied
-from appliance.documents.tables import Document, DocumentGrant
 from ingest.index import EVERYONE
 
 
@@ -62,52 +66,95 @@ def describe_principal(session: Session, principal: str) -> str:
 # -- membership ---------------------------------------------------------------------------
 
 
-def add_member(session: Session, *, group_id: str, user_id: str, actor: str) -> bool:
-    """Add a user to a group; False if already a member."""
+def add_member(
+    session: Session, *, group_id: str, user_id: str, actor: str, approval_id: str | None = None
+) -> bool:
+    """Add a user to a group; False if already a member.
+
+    For operators and the system (trusted). An admin named as ``user:<id>`` is checked as
+    `join` checks them, and refused (audited) where `join` would hold the change.
+    """
+    result = join(session, group_id=group_id, user_id=user_id, actor=actor, approval_id=approval_id)
+    if isinstance(result, duties.Held):
+        raise PermissionDenied(
+            "Adding this member would let an account whose credentials you set read "
+            f"confidential or personal documents; approval request {result.request.id} "
+            "now waits for another admin."
+        )
+    return result
+
+
+def join(
+    session: Session,
+    *,
+    group_id: str,
+    user_id: str,
+    actor: duties.Actor,
+    now: dt.datetime | None = None,
+    expiry_hours: int = 72,
+    hold_self_grants: bool = True,
+    approval_id: str | None = None,
+) -> bool | duties.Held:
+    """Add a user to a group, or hold the change for a second admin; False if a member already.
+
+    Joining a group is an indirect grant (DESIGN invariant 4): when an admin adds an account
+    of their circle (themselves, or an account whose credentials they set) to a group that
+    reads confidential or personal documents it cannot read yet, the change is held for a
+    second admin and `Held` is returned (`duties.membership_exposure`, checked under
+    `duties.lock` in the transaction that commits the membership). ``hold_self_grants``
+    False (`approvals.required` without self_grant_confidential) lets it through, audited.
+    """
     group, user = get_group(session, group_id), get_user(session, user_id)
+    by = actor.principal if isinstance(actor, User) else actor
+    admin = duties.acting_admin(session, actor)
+    checked = admin is not None and approval_id is None and hold_self_grants
+    if checked:
+        duties.lock(session)
     if session.get(GroupMember, (group.id, user.id)) is not None:
         return False
-    if actor == user.principal and _group_reads_sensitive(session, group.id):
-        # Joining a group is an indirect self-grant (DESIGN invariant 4): for confidential
-        # or personal documents it takes a second admin, who can add this member.
-        audit.record(
-            session,
-            actor=actor,
-            action="group.add_member",
-            target=f"group:{group.id}",
-            outcome="refused",
-            details={"user": f"user:{user.id}", "reason": "self_join_sensitive"},
+    if admin is not None and checked:
+        exposed = duties.membership_exposure(
+            session, actor=admin, group_id=group.id, user_id=user.id
         )
-        session.commit()
-        raise PermissionDenied(
-            f"Group {group.name!r} can read confidential or personal documents, so you cannot "
-            "add yourself to it. Ask another admin to add you."
-        )
+        if exposed:
+            return duties.hold(
+                session,
+                requester=admin,
+                kind=approvals.ADD_MEMBER,
+                params={"group_id": group.id, "user_id": user.id},
+                now=now or utcnow(),
+                expiry_hours=expiry_hours,
+                action="group.add_member",
+                target=f"group:{group.id}",
+                reason="self_join" if admin.id == user.id else "controlled_account",
+                details={"user": user.principal, "documents": len(exposed)},
+            )
     session.add(GroupMember(group_id=group.id, user_id=user.id))
     session.flush()
+    details = {"user": f"user:{user.id}"}
+    if approval_id is not None:
+        details["approval"] = approval_id
     audit.record(
         session,
-        actor=actor,
+        actor=by,
         action="group.add_member",
         target=f"group:{group.id}",
-        details={"user": f"user:{user.id}"},
+        details=details,
     )
     return True
 
 
-def _group_reads_sensitive(session: Session, group_id: str) -> bool:
-    """Whether the group holds a grant on any confidential or personal document."""
-    return (
-        session.execute(
-            select(DocumentGrant.doc_id)
-            .join(Document, Document.id == DocumentGrant.doc_id)
-            .where(
-                DocumentGrant.principal == f"group:{group_id}",
-                Document.classification.in_(SENSITIVE),
-            )
-            .limit(1)
-        ).first()
-        is not None
+def add_member_approved(
+    session: Session, params: dict[str, Any], approver: User, now: dt.datetime
+) -> None:
+    """Executor of an approved ``add_member`` request (see `appliance.wiring`)."""
+    ctx = approvals.current()
+    join(
+        session,
+        group_id=str(params["group_id"]),
+        user_id=str(params["user_id"]),
+        actor=ctx.requester,
+        approval_id=ctx.request.id,
     )
 
 

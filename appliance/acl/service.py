@@ -6,9 +6,11 @@ principals (one `index.publish` or `hide`). Grants to groups stay group principa
 from fresh memberships at query time, so a membership change rewrites no chunk at all.
 
 Admins manage any document's grants by their role but read only through a grant (DESIGN
-invariant 4): an admin giving themselves (or a group they are in, or everyone) `read` on a
-confidential or personal document they cannot read yet is held for a second admin's
-approval; other self-grants by admins go through and are audited as such.
+invariant 4): an admin giving an account of their circle (themselves, an account whose
+credentials they set, through its user, a group or everyone) `read` on a confidential or
+personal document it cannot read yet is held for a second admin's approval
+(`appliance.acl.duties`); other self-grants by admins go through and are audited as such.
+Deleting follows the one deletion rule there too.
 
 Changes commit before the index is updated: between the two, the index may still offer a
 revoked chunk, and retrieval's database re-check in the same request withholds it.
@@ -18,12 +20,13 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from appliance.acl import duties
+from appliance.acl.duties import Held as Held  # re-exported: faces write acl.Held
 from appliance.acl.principals import principals_for
 from appliance.acl.rules import (
     LEVELS,
@@ -39,6 +42,7 @@ from appliance.audit import service as audit
 from appliance.auth.tables import User
 from appliance.core.blobs import BlobStore
 from appliance.core.classification import SENSITIVE, check_classification
+from appliance.core.config import Settings
 from appliance.core.crypto import Crypto
 from appliance.core.db import utcnow
 from appliance.core.errors import InvalidInput, NotFound, PermissionDenied
@@ -57,13 +61,6 @@ Actor = User | str
 # One publisher at a time in this process: read-grants-then-publish must not interleave
 # with another change to the same document's principals.
 _publish_lock = threading.Lock()
-
-
-@dataclass(frozen=True)
-class Held:
-    """An action held for a second admin's approval, instead of being done."""
-
-    request: ApprovalRequest
 
 
 def actor_name(actor: Actor) -> str:
@@ -164,9 +161,12 @@ def grant(
 ) -> Held | None:
     """Give a principal read or manage on a document; audited, and in the index at once.
 
-    Returns `Held` (nothing changed yet) when an admin gives themselves read on a sensitive
-    document they cannot read: the action waits for a second admin's approval (unless
-    ``hold_self_grants`` is False: `approvals.required` without self_grant_confidential).
+    Returns `Held` (nothing changed yet) when an admin's grant would let an account of their
+    circle (themselves, an account whose credentials they set) read a sensitive document it
+    cannot read yet (`duties.grant_exposure`): the action waits for a second admin's
+    approval (unless ``hold_self_grants`` is False: `approvals.required` without
+    self_grant_confidential). The check runs under `duties.lock`, in the transaction that
+    commits the grant.
     """
     if level not in LEVELS:
         raise InvalidInput("The level is 'read' or 'manage'.")
@@ -174,26 +174,25 @@ def grant(
     _authorise_manage(session, doc, actor)
     now = now or utcnow()
     self_grant = isinstance(actor, User) and principal in principals_for(session, actor)
-    if (
-        isinstance(actor, User)
-        and self_grant
-        and actor.is_admin
-        and approval_id is None
-        and hold_self_grants
-        and doc.classification in SENSITIVE
-        and not _reads_already(session, actor, doc)
-    ):
-        req = approvals.request(
-            session=session,
-            doc_id=doc.id,
-            kind="grant",
-            params={"principal": principal, "level": level},
-            requester=actor,
-            now=now,
-            expiry_hours=expiry_hours,
-        )
-        session.commit()
-        return Held(req)
+    admin = duties.acting_admin(session, actor)
+    if admin is not None and approval_id is None and hold_self_grants:
+        duties.lock(session)
+        session.refresh(doc)
+        exposed = duties.grant_exposure(session, actor=admin, doc=doc, principal=principal)
+        if exposed:
+            return duties.hold(
+                session,
+                requester=admin,
+                kind="grant",
+                params={"principal": principal, "level": level},
+                now=now,
+                expiry_hours=expiry_hours,
+                action="acl.grant",
+                target=f"doc:{doc.id}",
+                doc_id=doc.id,
+                reason="self_grant" if admin.id in exposed else "controlled_account",
+                details={"principal": principal, "level": level, "accounts": exposed},
+            )
     existing = session.get(DocumentGrant, (doc.id, principal))
     if existing is not None and existing.level == level:
         return None
@@ -324,13 +323,69 @@ def delete_document(
     blobs: BlobStore,
     doc: Document,
     actor: Actor,
-) -> None:
-    """Delete a document: hidden from every search at once, then its key shredded and removed."""
+    now: dt.datetime | None = None,
+    expiry_hours: int = 72,
+    hold_deletions: bool = True,
+    approval_id: str | None = None,
+) -> Held | None:
+    """Delete a document: hidden from every search at once, then its key shredded and removed.
+
+    Returns `Held` (nothing deleted) when the one deletion rule asks for a second admin
+    (`duties.deletion_needs_approval`: an admin deleting a sensitive document that is not
+    theirs), unless ``hold_deletions`` is False (`approvals.required` without
+    delete_document) or this runs an approval.
+    """
     _authorise_manage(session, doc, actor)
+    admin = duties.acting_admin(session, actor)
+    if admin is not None and approval_id is None and hold_deletions:
+        duties.lock(session)
+        session.refresh(doc)
+        if duties.deletion_needs_approval(session, actor=admin, doc=doc):
+            return duties.hold(
+                session,
+                requester=admin,
+                kind=approvals.DELETE_DOCUMENT,
+                params={"doc_id": doc.id},
+                now=now or utcnow(),
+                expiry_hours=expiry_hours,
+                action="document.delete",
+                # Not doc_id: the request must outlive the document it deletes.
+                target=f"doc:{doc.id}",
+                reason="not_theirs",
+            )
     doc_id = doc.id
     with _publish_lock:
         docs.begin_delete(session=session, index=index, doc=doc, actor=actor_name(actor))
     docs.finish_delete(session=session, index=index, crypto=crypto, blobs=blobs, doc_id=doc_id)
+    return None
+
+
+def hold_deletions(settings: Settings) -> bool:
+    """Whether the deletion rule holds admins' deletions (`approvals.required`)."""
+    return approvals.needs_approval(settings, approvals.DELETE_DOCUMENT)
+
+
+def delete_approved(
+    session: Session, params: dict[str, Any], approver: User, now: dt.datetime
+) -> None:
+    """Executor of an approved ``delete_document`` request (see `appliance.wiring`)."""
+    ctx = approvals.current()
+    if ctx.runtime is None:
+        raise InvalidInput("Approving a deletion needs the running appliance.")
+    doc = session.get(Document, str(params["doc_id"]))
+    if doc is None or doc.state == DELETING:
+        raise NotFound("The document of this request no longer exists.")
+    # Deletion commits as it goes (hide first, then remove): the approval commits first.
+    session.commit()
+    delete_document(
+        session=session,
+        index=ctx.need_index(),
+        crypto=ctx.runtime.crypto,
+        blobs=ctx.runtime.blobs,
+        doc=doc,
+        actor=ctx.requester,
+        approval_id=ctx.request.id,
+    )
 
 
 def approved_change(

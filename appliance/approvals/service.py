@@ -3,7 +3,10 @@
 A request stores the exact action: a registered *kind* and its JSON parameters. Approval
 flips the status from pending with one conditional UPDATE and runs the kind's executor in the
 same transaction, so two admins approving at once run it once, and a failing executor leaves
-the request pending. Requests expire (`approvals.expiry_hours`); the requester cannot approve.
+the request pending. Requests expire (`approvals.expiry_hours`); the requester cannot
+approve, and neither can an admin the requester may be acting as (separation of duties,
+DESIGN invariant 4: an approver whose current credentials the requester set is the
+requester, see `appliance.auth.provenance`), nor the person the request is about.
 
 Other domains register the executors of their kinds once, at import time of their service
 module (see `register`). Which kinds need an approval at all is configured in
@@ -32,6 +35,7 @@ from appliance.approvals.tables import (
     ApprovalRequest,
 )
 from appliance.audit import service as audit
+from appliance.auth import provenance
 from appliance.auth.tables import User
 from appliance.core.errors import InvalidInput, NotFound, PermissionDenied
 
@@ -50,6 +54,8 @@ LIFT_LEGAL_HOLD = "lift_legal_hold"
 BULK_DELETE = "bulk_delete"
 AUDIT_EXPORT = "audit_export"
 SHORTEN_RETENTION = "shorten_retention"
+RESET_CREDENTIALS = "reset_credentials"
+DELETE_DOCUMENT = "delete_document"
 CONSEQUENTIAL = (
     SELF_GRANT_CONFIDENTIAL,
     MAKE_ADMIN,
@@ -57,7 +63,15 @@ CONSEQUENTIAL = (
     BULK_DELETE,
     AUDIT_EXPORT,
     SHORTEN_RETENTION,
+    RESET_CREDENTIALS,
+    DELETE_DOCUMENT,
 )
+# Kinds of held action (registered executors) beyond the switches' own names.
+ADD_MEMBER = "add_member"
+RESET_PASSWORD = "reset_password"  # noqa: S105 - a kind of request, not a secret
+RESET_TOTP = "reset_totp"
+RETAIN_UNTIL = "retain_until"
+ERASE_USER = "erase_user"
 
 
 @dataclass(frozen=True)
@@ -185,8 +199,13 @@ def request(
     doc_id: str | None = None,
     target: str | None = None,
     reason: str | None = None,
+    audit_details: dict[str, Any] | None = None,
 ) -> ApprovalRequest:
-    """Hold an action for approval (the same pending action is not requested twice); audited."""
+    """Hold an action for approval (the same pending action is not requested twice); audited.
+
+    With ``audit_details`` (added to the entry, e.g. why the action was held) a repeated
+    request is audited too, as ``approval.request_again``: every held attempt leaves a trace.
+    """
     if kind not in _registry:
         raise InvalidInput(f"Unknown kind of request {kind!r}. Kinds: {', '.join(kinds())}.")
     canonical = _canonical(params)
@@ -205,6 +224,10 @@ def request(
         )
     ).scalar_one_or_none()
     if existing is not None:
+        if audit_details:
+            _audit_request(
+                session, existing, params, audit_details, action="approval.request_again"
+            )
         return existing
     req = ApprovalRequest(
         doc_id=doc_id,
@@ -219,17 +242,29 @@ def request(
     )
     session.add(req)
     session.flush()
-    details: dict[str, Any] = {"kind": kind, "params": params, "for": target}
-    if doc_id is not None:
-        details["doc"] = doc_id
+    _audit_request(session, req, params, audit_details)
+    return req
+
+
+def _audit_request(
+    session: Session,
+    req: ApprovalRequest,
+    params: dict[str, Any],
+    extra: dict[str, Any] | None,
+    *,
+    action: str = "approval.request",
+) -> None:
+    details: dict[str, Any] = {"kind": req.kind, "params": params, "for": req.target}
+    if req.doc_id is not None:
+        details["doc"] = req.doc_id
+    details.update(extra or {})
     audit.record(
         session,
-        actor=requester.principal,
-        action="approval.request",
+        actor=f"user:{req.requester_id}",
+        action=action,
         target=f"approval:{req.id}",
         details=details,
     )
-    return req
 
 
 def expire_due(session: Session, *, now: dt.datetime) -> int:
@@ -290,6 +325,52 @@ def _decidable(session: Session, req: ApprovalRequest, decider: User, now: dt.da
         raise InvalidInput(f"This request is {req.status} already; it cannot be decided again.")
 
 
+def subjects(session: Session, req: ApprovalRequest) -> list[User]:
+    """The accounts a request is about: its target user, or the user its action names."""
+    params = params_of(req)
+    ids = [
+        value.removeprefix("user:")
+        for value in (req.target, params.get("principal"))
+        if isinstance(value, str) and value.startswith("user:")
+    ]
+    ids += [v for v in (params.get("user_id"), params.get("transfer_to")) if isinstance(v, str)]
+    found = (session.get(User, uid) for uid in dict.fromkeys(ids))
+    return [u for u in found if u is not None]
+
+
+def _refuse_same_person(
+    session: Session, req: ApprovalRequest, *, requester: User, approver: User
+) -> None:
+    """Four eyes are two people: not the requester in another account, nor the subject."""
+    reason = None
+    if provenance.same_person(session, approver, requester):
+        reason = "requester_controls_approver"
+        message = (
+            "You cannot approve this request: your account's credentials were set or reset "
+            f"by {requester.username} (or one they control), so they could approve as you. "
+            "Another admin must decide; change your password and have your second factor "
+            "reset by someone else to end this."
+        )
+    elif any(provenance.same_person(session, approver, who) for who in subjects(session, req)):
+        reason = "approver_is_subject"
+        message = (
+            "You cannot approve this request: it is about your own account (or one whose "
+            "credentials you set). Another admin must decide."
+        )
+    if reason is None:
+        return
+    audit.record(
+        session,
+        actor=approver.principal,
+        action="approval.self_approve",
+        target=f"approval:{req.id}",
+        outcome="refused",
+        details={"kind": req.kind, "reason": reason, "requester": requester.principal},
+    )
+    session.commit()
+    raise PermissionDenied(message)
+
+
 def approve(
     *,
     session: Session,
@@ -316,6 +397,7 @@ def approve(
     requester = session.get(User, req.requester_id)
     if requester is None:
         raise NotFound("The admin who made this request no longer exists.")
+    _refuse_same_person(session, req, requester=requester, approver=approver)
     if not (requester.is_admin and requester.is_active):
         # The action would run in their name: it needs an admin now, not when they asked.
         raise PermissionDenied(

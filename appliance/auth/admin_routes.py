@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from fastapi import Depends
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from appliance.acl.principals import add_member, remove_member
+from appliance.acl import credentials, duties
+from appliance.acl.principals import join, remove_member
 from appliance.approvals import service as approvals
 from appliance.approvals.schemas import ApprovalRequestOut, approval_out
 from appliance.approvals.tables import ApprovalRequest
@@ -22,6 +24,7 @@ from appliance.auth.schemas import (
     MemberIn,
     MemberRef,
     OneTimePasswordOut,
+    ResetIn,
     UserCreatedOut,
     UserCreateIn,
     UserPatchIn,
@@ -41,6 +44,16 @@ from appliance.deps import (
 admin_router = protected_router(
     prefix="/api/admin", tags=["admin"], dependencies=[Depends(admin_user)]
 )
+
+
+HELD: dict[int | str, dict[str, Any]] = {
+    202: {"model": ApprovalRequestOut, "description": "Held for a second admin."}
+}
+
+
+def _held(session: Session, rt: Runtime, held: duties.Held) -> JSONResponse:
+    out = approval_out(session, held.request, crypto=rt.crypto)
+    return JSONResponse(out.model_dump(mode="json"), status_code=202)
 
 
 def _admin_user_out(session: Session, user: User, now: dt.datetime) -> AdminUserOut:
@@ -71,7 +84,8 @@ def admin_create_user(
         session,
         username=body.username,
         role="user" if held else body.role,
-        actor=f"user:{admin.id}",
+        actor=admin.principal,
+        now=now,
     )
     approval_id = None
     if held:
@@ -157,25 +171,61 @@ def admin_enable(user_id: str, admin: AdminUser, session: SessionDep, now: NowDe
     return _admin_user_out(session, user, now)
 
 
-@admin_router.post("/users/{user_id}/reset-password")
+@admin_router.post(
+    "/users/{user_id}/reset-password", response_model=OneTimePasswordOut, responses=HELD
+)
 def admin_reset_password(
-    user_id: str, admin: AdminUser, session: SessionDep, now: NowDep
-) -> OneTimePasswordOut:
-    """Give the account a new one-time password (shown once); its sessions and tokens end."""
-    password = service.reset_password(session, user_id=user_id, actor=f"user:{admin.id}", now=now)
+    user_id: str,
+    admin: AdminUser,
+    session: SessionDep,
+    rt: RuntimeDep,
+    now: NowDep,
+    body: ResetIn | None = None,
+) -> OneTimePasswordOut | JSONResponse:
+    """Give the account a new one-time password (shown once); its sessions and tokens end.
+
+    Separation of duties (`approvals.required` lists reset_credentials by default): resetting
+    another admin's password, or a password that would let you sign in as an account that
+    reads confidential or personal documents or has chat history, answers 202 with an
+    approval request. Once another admin (not the account itself, nor one whose credentials
+    you set) approves it, send this again with `approval_id` to get the password, once."""
+    result = credentials.reset_password(
+        session,
+        user_id=user_id,
+        actor=admin,
+        now=now,
+        expiry_hours=approvals.expiry_hours(rt.settings),
+        hold=credentials.hold_resets(rt.settings),
+        approval_id=body.approval_id if body is not None else None,
+    )
+    if isinstance(result, duties.Held):
+        return _held(session, rt, result)
     session.commit()
-    return OneTimePasswordOut(one_time_password=password)
+    return OneTimePasswordOut(one_time_password=result)
 
 
-@admin_router.post("/users/{user_id}/reset-totp")
+@admin_router.post("/users/{user_id}/reset-totp", response_model=AdminUserOut, responses=HELD)
 def admin_reset_totp(
-    user_id: str, admin: AdminUser, session: SessionDep, now: NowDep
-) -> AdminUserOut:
+    user_id: str, admin: AdminUser, session: SessionDep, rt: RuntimeDep, now: NowDep
+) -> AdminUserOut | JSONResponse:
     """Forget the account's authenticator and recovery codes; it enrols again at next
-    sign-in. Its sessions and tokens end at once."""
-    user = service.reset_totp(session, user_id=user_id, actor=f"user:{admin.id}", now=now)
+    sign-in. Its sessions and tokens end at once.
+
+    Held (202, an approval request) like a password reset when it would let you sign in as
+    another admin or as an account that reads confidential or personal documents or has
+    chat history; the reset runs when another admin approves it."""
+    result = credentials.reset_totp(
+        session,
+        user_id=user_id,
+        actor=admin,
+        now=now,
+        expiry_hours=approvals.expiry_hours(rt.settings),
+        hold=credentials.hold_resets(rt.settings),
+    )
+    if isinstance(result, duties.Held):
+        return _held(session, rt, result)
     session.commit()
-    return _admin_user_out(session, user, now)
+    return _admin_user_out(session, result, now)
 
 
 @admin_router.post("/users/{user_id}/unlock")
@@ -233,12 +283,31 @@ def admin_delete_group(group_id: str, admin: AdminUser, session: SessionDep) -> 
     session.commit()
 
 
-@admin_router.post("/groups/{group_id}/members")
+@admin_router.post("/groups/{group_id}/members", response_model=GroupOut, responses=HELD)
 def admin_add_member(
-    group_id: str, body: MemberIn, admin: AdminUser, session: SessionDep
-) -> GroupOut:
-    """Add a user to a group."""
-    add_member(session, group_id=group_id, user_id=body.user_id, actor=f"user:{admin.id}")
+    group_id: str,
+    body: MemberIn,
+    admin: AdminUser,
+    session: SessionDep,
+    rt: RuntimeDep,
+    now: NowDep,
+) -> GroupOut | JSONResponse:
+    """Add a user to a group.
+
+    Adding yourself, or an account whose credentials you set, to a group that reads
+    confidential or personal documents the account cannot read yet answers 202 with an
+    approval request: the member is added when another admin approves it."""
+    result = join(
+        session,
+        group_id=group_id,
+        user_id=body.user_id,
+        actor=admin,
+        now=now,
+        expiry_hours=approvals.expiry_hours(rt.settings),
+        hold_self_grants=approvals.needs_approval(rt.settings, approvals.SELF_GRANT_CONFIDENTIAL),
+    )
+    if isinstance(result, duties.Held):
+        return _held(session, rt, result)
     session.commit()
     return _group_out(session, service.get_group(session, group_id))
 

@@ -13,12 +13,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from appliance.audit import service as audit
-from appliance.auth import sessions, throttle, tokens
+from appliance.auth import provenance, sessions, throttle, tokens
 from appliance.auth.passwords import (
     hash_password,
     one_time_password,
 )
 from appliance.auth.tables import Group, GroupMember, RecoveryCode, User
+from appliance.core.db import utcnow
 from appliance.core.errors import (
     Duplicate,
     InvalidInput,
@@ -64,9 +65,17 @@ def list_users(session: Session) -> list[User]:
 
 
 def create_user(
-    session: Session, *, username: str, role: str = "user", actor: str
+    session: Session,
+    *,
+    username: str,
+    role: str = "user",
+    actor: str,
+    now: dt.datetime | None = None,
 ) -> tuple[User, str]:
-    """Create an account with a one-time password (returned once, stored only hashed)."""
+    """Create an account with a one-time password (returned once, stored only hashed).
+
+    The actor is recorded as the one who set its credentials (`appliance.auth.provenance`).
+    """
     username = username.strip()
     if not username or len(username) > 64 or not username.isprintable() or ":" in username:
         raise InvalidInput("A username has 1-64 printable characters and no ':'.")
@@ -79,6 +88,7 @@ def create_user(
         raise Duplicate(f"A user named {username!r} exists already.")
     password = one_time_password()
     user = User(username=username, role=role, password_hash=hash_password(password))
+    provenance.record_created(user, by=actor, now=now or utcnow())
     session.add(user)
     session.flush()
     audit.record(
@@ -148,8 +158,13 @@ def set_role(session: Session, *, user_id: str, role: str, actor: str) -> User:
 
 
 def reset_password(session: Session, *, user_id: str, actor: str, now: dt.datetime) -> str:
-    """Give a user a new one-time password (returned once); ends sessions and tokens."""
+    """Give a user a new one-time password (returned once); ends sessions and tokens.
+
+    Whether an admin may do this alone is decided above (`appliance.acl.duties`); this
+    records the actor as the one who set the password (`appliance.auth.provenance`).
+    """
     user = get_user(session, user_id)
+    provenance.record_password_reset(user, by=actor, now=now)
     password = one_time_password()
     user.password_hash = hash_password(password)
     user.must_change_password = True
@@ -160,8 +175,12 @@ def reset_password(session: Session, *, user_id: str, actor: str, now: dt.dateti
 
 
 def reset_totp(session: Session, *, user_id: str, actor: str, now: dt.datetime) -> User:
-    """Forget a user's second factor and recovery codes: they enrol again at next sign-in."""
+    """Forget a user's second factor and recovery codes: they enrol again at next sign-in.
+
+    Recorded as a reset by the actor (`appliance.auth.provenance`).
+    """
     user = get_user(session, user_id)
+    provenance.record_totp_reset(user, by=actor, now=now)
     user.totp_secret_enc = None
     user.totp_enrolled = False
     # totp_last_step is kept: it only grows, so no old code can ever be replayed.

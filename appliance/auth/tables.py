@@ -28,6 +28,16 @@ class User(Base):
     # The newest accepted time step: a code is accepted only for a later step (no replay).
     totp_last_step: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     password_changed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # Credential provenance (DESIGN invariant 4; read by `appliance.auth.provenance`): who set
+    # the current password (creation with a one-time password, or a reset), who last reset
+    # the second factor (creation counts), and, when the password was set while a second
+    # factor was enrolled, who may know that factor. Principals: "user:<id>", "operator:<os>".
+    password_set_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    password_set_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    totp_reset_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    totp_reset_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    password_set_kept_totp: Mapped[bool] = mapped_column(default=False, server_default=false())
+    kept_totp_known_by: Mapped[str | None] = mapped_column(String(64), default=None)
 
     @property
     def principal(self) -> str:

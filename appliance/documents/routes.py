@@ -474,19 +474,39 @@ def set_classification(
     return _doc_out(rt, session, user, doc)
 
 
-@router.delete("/documents/{doc_id}", status_code=204)
+@router.delete(
+    "/documents/{doc_id}",
+    status_code=204,
+    response_class=Response,
+    responses={202: {"model": ChangeOut, "description": "Held for a second admin."}},
+)
 def delete_document(
-    doc: ManagedDocument, user: CurrentUser, session: SessionDep, rt: RuntimeDep
-) -> None:
-    """Delete a document: it leaves every search at once, then its key and content go."""
-    acl.delete_document(
+    doc: ManagedDocument,
+    user: CurrentUser,
+    session: SessionDep,
+    rt: RuntimeDep,
+    now: NowDep,
+) -> Response:
+    """Delete a document: it leaves every search at once, then its key and content go.
+
+    An admin deleting a confidential or personal document they neither own nor manage by a
+    grant gets 202 and an approval request (the one deletion rule, as for bulk deletion,
+    retain-until dates and erasure); it is deleted when another admin approves it."""
+    held = acl.delete_document(
         session=session,
         index=rt.index(),
         crypto=rt.crypto,
         blobs=rt.blobs,
         doc=doc,
         actor=user,
+        now=now,
+        expiry_hours=approvals.expiry_hours(rt.settings),
+        hold_deletions=acl.hold_deletions(rt.settings),
     )
+    if held is not None:
+        out = ChangeOut(status="approval_required", approval=approval_out(session, held.request))
+        return Response(out.model_dump_json(), status_code=202, media_type="application/json")
+    return Response(status_code=204)
 
 
 # -- approval requests for document actions (admins) ------------------------------------

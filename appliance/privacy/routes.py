@@ -6,8 +6,11 @@ import dataclasses
 from typing import Any
 
 from fastapi import Depends, Response
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from appliance.acl import duties
+from appliance.approvals.schemas import ApprovalRequestOut, approval_out
 from appliance.deps import AdminUser, CurrentUser, NowDep, RuntimeDep, admin_user, protected_router
 from appliance.privacy import service as privacy
 from appliance.privacy.schemas import EraseIn, ErasureOut
@@ -29,18 +32,27 @@ def _zip(data: bytes, name: str) -> Response:
     )
 
 
-@admin_router.post("/users/{user_id}/erase")
+@admin_router.post(
+    "/users/{user_id}/erase",
+    response_model=ErasureOut,
+    responses={202: {"model": ApprovalRequestOut, "description": "Held for a second admin."}},
+)
 async def erase(
     user_id: str, body: EraseIn, admin: AdminUser, rt: RuntimeDep, now: NowDep
-) -> ErasureOut:
+) -> ErasureOut | JSONResponse:
     """Erase a user (right to be forgotten): conversations (their key is shredded), sessions,
     API tokens, second factor, memberships, grants, and owned documents, deleted or
     transferred to `transfer_to`; then the account. The audit log keeps only `user:<id>`.
 
     Refused for yourself, for the last active admin, and (with documents=delete) when one
-    of their documents is under legal hold."""
-    report = await run_in_threadpool(
-        lambda: privacy.erase_user(
+    of their documents is under legal hold.
+
+    Held for a second admin (202 with the approval request; the erasure runs, as asked,
+    when another admin approves it): transferring confidential or personal documents to
+    yourself or to an account whose credentials you set, and deleting confidential or
+    personal documents you neither own nor manage by a grant."""
+    result = await run_in_threadpool(
+        lambda: privacy.request_erasure(
             rt=rt,
             user_id=user_id,
             documents=body.documents,
@@ -49,7 +61,11 @@ async def erase(
             now=now,
         )
     )
-    return ErasureOut(**dataclasses.asdict(report))
+    if isinstance(result, duties.Held):
+        with rt.sessions() as session:
+            out = approval_out(session, result.request, crypto=rt.crypto)
+        return JSONResponse(out.model_dump(mode="json"), status_code=202)
+    return ErasureOut(**dataclasses.asdict(result))
 
 
 @admin_router.get("/users/{user_id}/export", response_class=Response, responses=ZIP)

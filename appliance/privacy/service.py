@@ -7,6 +7,12 @@ chooses); then the account row. The audit log keeps only the opaque ``user:<id>`
 step commits on its own and is idempotent, so an interrupted erasure is finished by
 running it again. A document under legal hold is never deleted: erasure then refuses unless
 the documents are transferred.
+
+Separation of duties (DESIGN invariant 4, `appliance.acl.duties`): an admin's erasure that
+transfers confidential or personal documents to themselves or to an account whose
+credentials they set, or that deletes such documents which are not theirs (the one
+deletion rule), is held for a second admin (`request_erasure`); each document's transfer
+or deletion is checked again in the transaction that commits it.
 """
 
 from __future__ import annotations
@@ -19,9 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
 
+from appliance.acl import duties
 from appliance.acl import service as acl
 from appliance.acl.principals import describe_principal
+from appliance.approvals import service as approvals
 from appliance.audit import service as audit
 from appliance.audit.tables import AuditEvent
 from appliance.auth import service as users
@@ -116,6 +125,110 @@ def _check(
         return user, target
 
 
+def _erasure_hold(
+    session: Session,
+    rt: Runtime,
+    *,
+    admin: User,
+    user: User,
+    documents: str,
+    target: User | None,
+    now: dt.datetime,
+) -> duties.Held | None:
+    """Hold an admin's erasure that would expose or delete documents not theirs alone."""
+    duties.lock(session)
+    owned = list(
+        session.execute(
+            select(Document).where(Document.owner_id == user.id, Document.state != DELETING)
+        ).scalars()
+    )
+    reason = None
+    if target is not None:
+        hold = approvals.needs_approval(rt.settings, approvals.SELF_GRANT_CONFIDENTIAL)
+        exposed = duties.transfer_exposure(
+            session, actor=admin, target_id=target.id, doc_ids=[d.id for d in owned]
+        )
+        if hold and exposed:
+            reason = "transfer_to_circle"
+    elif acl.hold_deletions(rt.settings) and any(
+        duties.deletion_needs_approval(session, actor=admin, doc=d) for d in owned
+    ):
+        reason = "not_theirs"
+    if reason is None:
+        return None
+    return duties.hold(
+        session,
+        requester=admin,
+        kind=approvals.ERASE_USER,
+        params={
+            "user_id": user.id,
+            "documents": documents,
+            "transfer_to": target.id if target is not None else None,
+        },
+        now=now,
+        expiry_hours=approvals.expiry_hours(rt.settings),
+        action="user.erase",
+        target=f"user:{user.id}",
+        reason=reason,
+        details={"documents": documents},
+    )
+
+
+def request_erasure(
+    *,
+    rt: Runtime,
+    user_id: str,
+    documents: str,
+    actor: User,
+    now: dt.datetime,
+    transfer_to: str | None = None,
+) -> ErasureReport | duties.Held:
+    """An admin's erasure: done now, or held for a second admin (see the module docstring)."""
+    user, target = _check(
+        rt, user_id=user_id, documents=documents, transfer_to=transfer_to, actor_id=actor.id
+    )
+    with rt.sessions() as session:
+        admin = duties.acting_admin(session, session.get_one(User, actor.id))
+        if admin is not None:
+            held = _erasure_hold(
+                session, rt, admin=admin, user=user, documents=documents, target=target, now=now
+            )
+            if held is not None:
+                return held
+    return erase_user(
+        rt=rt, user_id=user_id, documents=documents, actor=actor, now=now, transfer_to=transfer_to
+    )
+
+
+def erase_approved(
+    session: Session, params: dict[str, Any], approver: User, now: dt.datetime
+) -> None:
+    """Executor of an approved ``erase_user`` request: the requester's erasure, as asked."""
+    ctx = approvals.current()
+    if ctx.runtime is None:
+        raise InvalidInput("Approving an erasure needs the running appliance.")
+    # Erasure commits step by step: the approval (and its audit entry) commits first.
+    session.commit()
+    erase_user(
+        rt=ctx.runtime,
+        user_id=str(params["user_id"]),
+        documents=str(params["documents"]),
+        transfer_to=params.get("transfer_to"),
+        actor=ctx.requester,
+        now=now,
+        approval_id=ctx.request.id,
+    )
+
+
+def _refuse_unapproved(what: str, held: duties.Held | None = None) -> PermissionDenied:
+    ref = f" (approval request {held.request.id})" if held is not None else ""
+    return PermissionDenied(
+        f"{what} now needs a second admin's approval{ref}: something changed since this "
+        "erasure was checked. Run it again to ask for the approval; it picks up where it "
+        "stopped."
+    )
+
+
 def erase_user(
     *,
     rt: Runtime,
@@ -124,15 +237,33 @@ def erase_user(
     actor: User | str,
     now: dt.datetime,
     transfer_to: str | None = None,
+    approval_id: str | None = None,
 ) -> ErasureReport:
     """Erase a user and everything that is theirs (see the module docstring); audited.
 
-    `actor` is the signed-in admin (a User) or ``operator:<os user>`` on the shell.
+    `actor` is the signed-in admin (a User) or ``operator:<os user>`` on the shell. An
+    admin's erasure that separation of duties would hold is refused here (audited), unless
+    it runs an approval (``approval_id``); `request_erasure` holds it instead.
     """
     actor_id = actor.id if isinstance(actor, User) else None
     user, target = _check(
         rt, user_id=user_id, documents=documents, transfer_to=transfer_to, actor_id=actor_id
     )
+    if isinstance(actor, User) and approval_id is None:
+        with rt.sessions() as session:
+            admin = duties.acting_admin(session, session.get_one(User, actor.id))
+            if admin is not None:
+                held = _erasure_hold(
+                    session,
+                    rt,
+                    admin=admin,
+                    user=user,
+                    documents=documents,
+                    target=target,
+                    now=now,
+                )
+                if held is not None:
+                    raise _refuse_unapproved("This erasure", held)
     by = acl.actor_name(actor)
     report = ErasureReport(user_id=user.id)
     index = rt.index()
@@ -169,16 +300,38 @@ def erase_user(
                         doc_id=doc_id,
                     )
                 else:
-                    acl.delete_document(
+                    held = acl.delete_document(
                         session=session,
                         index=index,
                         crypto=rt.crypto,
                         blobs=rt.blobs,
                         doc=doc,
                         actor=actor if isinstance(actor, str) else session.get_one(User, actor.id),
+                        now=now,
+                        expiry_hours=approvals.expiry_hours(rt.settings),
+                        hold_deletions=acl.hold_deletions(rt.settings),
+                        approval_id=approval_id,
                     )
+                    if held is not None:
+                        raise _refuse_unapproved(f"Deleting document {doc_id}", held)
                 report.documents_deleted.append(doc_id)
                 continue
+            admin = duties.acting_admin(session, by)
+            if admin is not None and approval_id is None:
+                duties.lock(session)
+                if duties.transfer_exposure(
+                    session, actor=admin, target_id=target.id, doc_ids=[doc_id]
+                ) and approvals.needs_approval(rt.settings, approvals.SELF_GRANT_CONFIDENTIAL):
+                    audit.record(
+                        session,
+                        actor=by,
+                        action="document.transfer",
+                        target=f"doc:{doc_id}",
+                        outcome="refused",
+                        details={"to": target.principal, "reason": "transfer_to_circle"},
+                    )
+                    session.commit()
+                    raise _refuse_unapproved(f"Transferring document {doc_id}")
             doc.owner_id = target.id
             grant = session.get(DocumentGrant, (doc_id, target.principal))
             if grant is None:

@@ -9,7 +9,7 @@ from fastapi import Depends, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from appliance.acl import rules
+from appliance.acl import duties, rules
 from appliance.approvals import service as approvals
 from appliance.auth.tables import User
 from appliance.core.errors import InvalidInput, NotFound
@@ -189,17 +189,35 @@ def get_retention(
     return _state(session, doc)
 
 
-@router.put("/documents/{doc_id}/retention")
+@router.put("/documents/{doc_id}/retention", responses={202: {"model": ApprovalPendingOut}})
 def put_retention(
-    doc: ManagedDocument, body: RetainIn, user: CurrentUser, session: SessionDep
-) -> RetentionStateOut:
+    doc: ManagedDocument,
+    body: RetainIn,
+    user: CurrentUser,
+    session: SessionDep,
+    rt: RuntimeDep,
+    now: NowDep,
+    response: Response,
+) -> Any:
     """Set when the retention job deletes the document (its managers or an admin).
 
     The date replaces the classification's period, earlier or later; null goes back to it.
-    A document under legal hold is kept whatever the date says."""
-    retention.set_retain_until(
-        session=session, doc_id=doc.id, until=body.retain_until, actor=user.principal
+    A document under legal hold is kept whatever the date says.
+
+    An admin who makes a confidential or personal document they neither own nor manage by
+    a grant due sooner gets 202 with an approval request (the one deletion rule, as for
+    deleting it); the date is set when another admin approves it."""
+    result = retention.retain(
+        session=session,
+        settings=rt.settings,
+        doc_id=doc.id,
+        until=body.retain_until,
+        actor=user,
+        now=now,
     )
+    if isinstance(result, duties.Held):
+        response.status_code = 202
+        return ApprovalPendingOut(approval_id=result.request.id, kind=result.request.kind)
     session.commit()
     return _state(session, doc)
 
@@ -267,7 +285,7 @@ def bulk_delete(
     Give `doc_ids`, or a `filter` (classification, owner, uploaded before): it is resolved
     now, at most 1000 documents, so an approval deletes exactly the documents it lists."""
     ids = _bulk_ids(session, body)
-    if approvals.needs_approval(rt.settings, approvals.BULK_DELETE):
+    if retention.bulk_hold_reason(session=session, settings=rt.settings, doc_ids=ids, actor=admin):
         return _hold(
             session,
             rt,

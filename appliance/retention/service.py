@@ -6,6 +6,11 @@ has passed, or, without one, when its classification's period since upload has p
 A document under legal hold is never deleted: `documents.service.begin_delete` refuses it,
 so every path (user, admin, job, erasure) is covered in one place.
 
+Who may delete alone follows one rule whatever the route (`appliance.acl.duties`): an admin
+setting an earlier retain-until date on a confidential or personal document they neither own
+nor manage by a grant, or deleting such documents in bulk, waits for a second admin, as
+deleting it one by one or erasing its owner does (`retain`, `bulk_hold_reason`).
+
 Documents are deleted through the one deletion path (hide, then shred the key and remove
 points, blob and rows); a run that stopped half-way leaves documents in DELETING, which the
 next run (or the cleanup job) finishes first. Everything here is idempotent.
@@ -23,10 +28,12 @@ from typing import Any
 from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
+from appliance.acl import duties
 from appliance.acl import service as acl
 from appliance.approvals import service as approvals
 from appliance.audit import service as audit
 from appliance.auth import sessions as auth_sessions
+from appliance.auth.tables import User
 from appliance.chat.conversations import UNAVAILABLE, decrypt_for, encrypt_for
 from appliance.chat.tables import Conversation, Message
 from appliance.core import places
@@ -200,11 +207,7 @@ def lift_hold(*, session: Session, doc_id: str, actor: str, approval_id: str | N
     return True
 
 
-def set_retain_until(
-    *, session: Session, doc_id: str, until: dt.datetime | None, actor: str
-) -> Document:
-    """Set (or clear, with None) the moment after which the retention job deletes it."""
-    doc = _live(session, doc_id)
+def _checked_until(until: dt.datetime | None) -> dt.datetime | None:
     if until is not None and until.tzinfo is None:
         raise InvalidInput("Give retain_until with a time zone, e.g. 2030-01-01T00:00:00Z.")
     if until is not None:
@@ -214,20 +217,101 @@ def set_retain_until(
             raise InvalidInput(
                 "retain_until is out of range; give a date between 1970 and 9999."
             ) from exc
+    return until
+
+
+def set_retain_until(
+    *,
+    session: Session,
+    doc_id: str,
+    until: dt.datetime | None,
+    actor: str,
+    approval_id: str | None = None,
+) -> Document:
+    """Set (or clear, with None) the moment after which the retention job deletes it."""
+    doc = _live(session, doc_id)
+    until = _checked_until(until)
     before = doc.retain_until
     doc.retain_until = until
     session.flush()
+    details: dict[str, Any] = {
+        "from": before.isoformat() if before else None,
+        "to": doc.retain_until.isoformat() if doc.retain_until else None,
+    }
+    if approval_id is not None:
+        details["approval"] = approval_id
     audit.record(
         session,
         actor=actor,
         action="document.retain_until",
         target=f"doc:{doc.id}",
-        details={
-            "from": before.isoformat() if before else None,
-            "to": doc.retain_until.isoformat() if doc.retain_until else None,
-        },
+        details=details,
     )
     return doc
+
+
+def due_at(
+    doc: Document, policy: dict[str, int | None], retain_until: dt.datetime | None
+) -> dt.datetime | None:
+    """When the job deletes the document with this retain-until date (None: never)."""
+    if retain_until is not None:
+        return retain_until
+    days = policy.get(CLASSIFICATION_KEYS.get(doc.classification, ""))
+    return doc.created_at + dt.timedelta(days=days) if days else None
+
+
+def retain(
+    *,
+    session: Session,
+    settings: Settings,
+    doc_id: str,
+    until: dt.datetime | None,
+    actor: User,
+    now: dt.datetime,
+) -> duties.Held | Document:
+    """Set a document's retain-until date under the one deletion rule; audited.
+
+    An admin who makes a confidential or personal document that is not theirs due sooner
+    (`duties.deletion_needs_approval`) gets `Held`: the date is set when a second admin
+    approves. A later date, or a document that is theirs, is set at once.
+    """
+    doc = _live(session, doc_id)
+    until = _checked_until(until)
+    admin = duties.acting_admin(session, actor)
+    if admin is not None and acl.hold_deletions(settings):
+        duties.lock(session)
+        session.refresh(doc)
+        policy = effective_policy(session, settings)
+        before, after = due_at(doc, policy, doc.retain_until), due_at(doc, policy, until)
+        sooner = after is not None and (before is None or after < before)
+        if sooner and duties.deletion_needs_approval(session, actor=admin, doc=doc):
+            return duties.hold(
+                session,
+                requester=admin,
+                kind=approvals.RETAIN_UNTIL,
+                params={"doc_id": doc.id, "until": until.isoformat() if until else None},
+                now=now,
+                expiry_hours=approvals.expiry_hours(settings),
+                action="document.retain_until",
+                target=f"doc:{doc.id}",
+                reason="not_theirs",
+            )
+    return set_retain_until(session=session, doc_id=doc.id, until=until, actor=actor.principal)
+
+
+def retain_approved(
+    session: Session, params: dict[str, Any], approver: Any, now: dt.datetime
+) -> None:
+    """Executor of an approved retain_until request: the date as it was asked."""
+    ctx = approvals.current()
+    until = params.get("until")
+    set_retain_until(
+        session=session,
+        doc_id=str(params["doc_id"]),
+        until=dt.datetime.fromisoformat(until) if isinstance(until, str) else None,
+        actor=ctx.requester.principal,
+        approval_id=ctx.request.id,
+    )
 
 
 # -- what is due ---------------------------------------------------------------------------
@@ -516,6 +600,27 @@ def bulk_delete(
         },
     )
     return report
+
+
+def bulk_hold_reason(
+    *, session: Session, settings: Settings, doc_ids: list[str], actor: User
+) -> str | None:
+    """Why a bulk deletion waits for a second admin, or None.
+
+    Always, when `approvals.required` lists bulk_delete; else when any one of the documents
+    would be held by the one deletion rule on its own.
+    """
+    if approvals.needs_approval(settings, approvals.BULK_DELETE):
+        return "bulk_delete"
+    admin = duties.acting_admin(session, actor)
+    if admin is None or not acl.hold_deletions(settings):
+        return None
+    duties.lock(session)
+    for doc_id in doc_ids:
+        doc = session.get(Document, doc_id)
+        if doc is not None and duties.deletion_needs_approval(session, actor=admin, doc=doc):
+            return "not_theirs"
+    return None
 
 
 def lift_hold_approved(

@@ -5,7 +5,8 @@ initialised instance, the runtime, the app, signed-in browsers) runs on a fresh 
 database of a private cluster. Besides its own tests it re-runs, by importing them, the
 existing tests whose guarantees rest on the database's locking: one TOTP code accepted once
 under concurrency, no more sign-in tries than the back-off allows under concurrency, one
-approval run once, the audit chain's serialised writers.
+approval run once, the audit chain's serialised writers, and the
+separation-of-duties checks serialised against each other (advisory lock).
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ from tests.integration.test_documents_http import (  # noqa: F401
 from tests.integration.test_retention_http import (  # noqa: F401
     test_approved_bulk_delete_survives_one_documents_failure,
     test_shortening_retention_waits_for_a_second_admin,
+)
+from tests.integration.test_separation_of_duties import (  # noqa: F401
+    as_,
+    cast,
+    test_hole1_a_puppet_account_reads_nothing_sensitive_without_a_second_admin,
+    test_hole6_joining_a_group_while_it_is_granted_cannot_both_pass,
 )
 
 
