@@ -41,7 +41,7 @@ def app(runtime: Runtime, tmp_path: Path) -> FastAPI:
     submit(rt, tmp_path / "travel.md", grants=("group:staff",))
     inline_worker(rt).run_until_idle()
     rt._generator = FakeGenerator(
-        "Use **the portal** [1] <img src=x onerror=alert(1)> [evil](https://evil.example/?x=1)"
+        "Employees book flights through the **travel portal** [1]. <img src=x onerror=alert(1)>"
     )
     return create_app(rt.settings, runtime=rt, background=False)
 
@@ -75,7 +75,7 @@ def test_done_event_carries_the_answer_id_and_sanitised_html(
     conv, done = ask(client)
     assert isinstance(done["message_id"], int)
     html = str(done["html"])
-    assert "<strong>the portal</strong>" in html
+    assert "<strong>travel portal</strong>" in html
     assert 'class="cite" data-marker="1"' in html
     assert "<img" not in html
     assert "<a " not in html
