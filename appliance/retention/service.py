@@ -147,6 +147,10 @@ def shortened(
     """The policies this change would make keep things for less time (checked input)."""
     checked = {k: _check_value(k, v) for k, v in changes.items()}
     for key in reset:
+        if key not in POLICY_KEYS:  # before getattr: an unknown name is the caller's error
+            raise InvalidInput(
+                f"Unknown retention policy {key!r}. Policies: {', '.join(POLICY_KEYS)}."
+            )
         checked[key] = _check_value(key, getattr(settings.retention, key))
     before = effective_policy(session, settings)
     return sorted(k for k, v in checked.items() if _keeps_less(before[k], v))

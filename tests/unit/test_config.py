@@ -103,3 +103,15 @@ def test_masked_dump_hides_secrets(tmp_path: Path) -> None:
     assert "sekret-key" not in text
     assert "pw-secret" not in text
     assert "http://q:6333" in text
+
+
+def test_resetting_an_unknown_retention_policy_is_a_clear_error(tmp_path: Path) -> None:
+    """Found by schemathesis: an empty policy name reached getattr and was a bare 500."""
+
+    from appliance.core.config import Settings
+    from appliance.core.errors import InvalidInput
+    from appliance.retention.service import shortened
+
+    settings = Settings(data_dir=tmp_path / "d", key_file=tmp_path / "k")  # type: ignore[call-arg]
+    with pytest.raises(InvalidInput, match="Unknown retention policy"):
+        shortened(session=None, settings=settings, changes={}, reset=[""])  # type: ignore[arg-type]
