@@ -152,7 +152,13 @@ def record_created(user: User, *, by: str, now: dt.datetime) -> None:
 
 
 def record_password_reset(user: User, *, by: str, now: dt.datetime) -> None:
-    """`by` gave the account a new one-time password."""
+    """`by` gave the account a new one-time password.
+
+    An admin account resetting its own password is whoever may be acting as it: its
+    controller, if it has one, knows the new password as well as it knew the old one.
+    """
+    if by == user.principal:
+        by = controller(user) or by
     Credentials.of(user).after_password_reset(by=by, now=now).apply(user)
 
 

@@ -72,7 +72,7 @@ from tests.fixtures.auth import ORIGIN, Browser, Clock, make_user
 EXAMPLES = 45  # at most STEPS_PER_EXAMPLE each (hypothesis ends some sooner)
 STEPS_PER_EXAMPLE = 150
 MIN_TOTAL_STEPS = 5_000
-BUDGET_SECONDS = 300.0  # aim: under 240 s on two idle cores
+BUDGET_SECONDS = 600.0  # 426 s measured at load 10 on 2 cores; aim: under 240 s on idle cores
 CHAT_EVERY = 25  # a whole answer for one account of A's on every 25th check
 MAX_PUPPETS = 2
 CLASSES = ("public", "internal", "confidential", "personal")

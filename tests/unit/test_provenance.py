@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import replace
 
+from appliance.auth import provenance
 from appliance.auth.provenance import ABSENT, Credentials
+from appliance.auth.tables import User
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 A, B = "user:a", "user:b"
@@ -91,3 +93,13 @@ def test_settling_keeps_what_is_known_of_the_kept_factor() -> None:
     c = change(c, 20).settled()
     assert c.password_set_by is None
     assert c.totp_known_by() == A
+
+
+def test_an_account_resetting_its_own_password_stays_its_controllers() -> None:
+    user = User(id="x", username="x", role="admin", password_hash="-")
+    provenance.record_created(user, by=A, now=T0)
+    user.totp_enrolled = True
+    user.password_changed_at = at(1)
+    assert provenance.controller(user) == A
+    provenance.record_password_reset(user, by=user.principal, now=at(5))
+    assert provenance.controller(user) == A  # A, signed in as x, learnt the new password
