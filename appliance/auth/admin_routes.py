@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends
+from fastapi import Depends, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
@@ -24,7 +24,6 @@ from appliance.auth.schemas import (
     MemberIn,
     MemberRef,
     OneTimePasswordOut,
-    ResetIn,
     UserCreatedOut,
     UserCreateIn,
     UserPatchIn,
@@ -180,7 +179,10 @@ def admin_reset_password(
     session: SessionDep,
     rt: RuntimeDep,
     now: NowDep,
-    body: ResetIn | None = None,
+    approval_id: Annotated[
+        str | None,
+        Query(max_length=32, description="The approved request of this reset, used once."),
+    ] = None,
 ) -> OneTimePasswordOut | JSONResponse:
     """Give the account a new one-time password (shown once); its sessions and tokens end.
 
@@ -188,7 +190,7 @@ def admin_reset_password(
     another admin's password, or a password that would let you sign in as an account that
     reads confidential or personal documents or has chat history, answers 202 with an
     approval request. Once another admin (not the account itself, nor one whose credentials
-    you set) approves it, send this again with `approval_id` to get the password, once."""
+    you set) approves it, send this again with `?approval_id=` to get the password, once."""
     result = credentials.reset_password(
         session,
         user_id=user_id,
@@ -196,7 +198,7 @@ def admin_reset_password(
         now=now,
         expiry_hours=approvals.expiry_hours(rt.settings),
         hold=credentials.hold_resets(rt.settings),
-        approval_id=body.approval_id if body is not None else None,
+        approval_id=approval_id,
     )
     if isinstance(result, duties.Held):
         return _held(session, rt, result)

@@ -172,14 +172,6 @@ class OneTimePasswordOut(BaseModel):
     one_time_password: str
 
 
-class ResetIn(_In):
-    """Redeem an approved password reset (held for a second admin before)."""
-
-    approval_id: str | None = Field(
-        None, max_length=32, description="The approved request of this reset, used once."
-    )
-
-
 class GroupIn(_In):
     """A new group."""
 

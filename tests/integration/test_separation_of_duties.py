@@ -166,11 +166,11 @@ def test_hole3_an_admin_whose_credentials_the_requester_set_cannot_approve(
     assert third.post(f"/api/admin/approvals/{pw}/approve").status_code == 200
     # Only the requester redeems the approved password reset, once.
     assert third.post(
-        f"/api/admin/users/{second}/reset-password", json={"approval_id": pw}
+        f"/api/admin/users/{second}/reset-password", params={"approval_id": pw}
     ).status_code in (403, 422)
-    redeemed = root.post(f"/api/admin/users/{second}/reset-password", json={"approval_id": pw})
+    redeemed = root.post(f"/api/admin/users/{second}/reset-password", params={"approval_id": pw})
     assert redeemed.status_code == 200, redeemed.text
-    again = root.post(f"/api/admin/users/{second}/reset-password", json={"approval_id": pw})
+    again = root.post(f"/api/admin/users/{second}/reset-password", params={"approval_id": pw})
     assert again.status_code == 403
 
     # Now root can sign in as `second`; as `second`, root cannot approve root's requests.

@@ -744,7 +744,7 @@ def world(
         c.__exit__(None, None, None)
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)  # above BUDGET_SECONDS, so the budget check is what fails
 def test_no_single_admin_reads_what_they_may_not(world: World) -> None:
     SodMachine.world = world
     Stats.steps = Stats.checks = Stats.examples = Stats.chats = Stats.held = 0
