@@ -67,6 +67,9 @@ def _exercise(browser: Browser, *, anonymous: bool) -> dict[int, int]:
                 if name.lower() in ("authorization", "cookie", "x-csrf-token", "origin"):
                     headers.pop(name)
             kwargs.pop("cookies", None)
+            if isinstance(kwargs.get("data"), bytes | str):
+                # Transport kwargs are shaped for requests; httpx takes raw bodies as content.
+                kwargs["content"] = kwargs.pop("data")
             response = browser.request(method, url, headers=headers, **kwargs)
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
             assert response.status_code < 500, (method, url, response.text)
