@@ -7,7 +7,9 @@ runs ``parse_file`` in child processes and which this package never imports):
 
     elements   Element, ParsedDocument, PDF/OCR blocks, the text clean-up every format shares
     detect     supported types and type sniffing          limits   size, unpack, time, memory
-    office     unstructured (Office, HTML, Markdown, email, text), CSV/TSV, titles, encodings
+    office     unstructured (Office, HTML, Markdown, email, .msg, RTF, text), CSV/TSV, titles
+    odf        OpenDocument text, spreadsheets, slides     epub     EPUB chapters in order
+    libreoffice  .doc, .xls, .ppt converted to OpenDocument by LibreOffice, under the limits
     ocr        PDFium rendering, tesseract, hOCR           pdf      pdfminer layout, headings
     sandbox    the parser child processes that enforce the time and memory limits
 
@@ -21,9 +23,25 @@ import importlib
 from pathlib import Path
 
 from ingest.errors import CorruptDocument, EmptyDocument, IngestError
-from ingest.parse.detect import DOCX, LABELS, PDF, PPTX, SUPPORTED_EXTENSIONS, XLSX, detect_type
+from ingest.parse.detect import (
+    DOC,
+    EPUB,
+    LABELS,
+    ODP,
+    ODS,
+    ODT,
+    PDF,
+    PPT,
+    SUPPORTED_EXTENSIONS,
+    XLS,
+    ZIP_TYPES,
+    detect_type,
+)
 from ingest.parse.elements import Element, ParsedDocument, clean_text
+from ingest.parse.epub import parse_epub
+from ingest.parse.libreoffice import parse_legacy_office
 from ingest.parse.limits import ParseLimits, check_file_size, check_unpacked_size
+from ingest.parse.odf import parse_odf
 from ingest.parse.office import parse_with_unstructured, warm_up_unstructured
 from ingest.parse.pdf import parse_pdf
 
@@ -59,9 +77,9 @@ def parse_file(
     mime = detect_type(path, filename=name)
     label = LABELS[mime]
     try:
-        if mime in (DOCX, PPTX, XLSX):
+        if mime in ZIP_TYPES:
             check_unpacked_size(path, limits)
-        parsed = parse_pdf(path, ocr=ocr) if mime == PDF else parse_with_unstructured(path, mime)
+        parsed = _parse(path, mime, ocr=ocr, limits=limits)
     except (IngestError, MemoryError):
         raise
     except Exception as exc:
@@ -77,12 +95,28 @@ def parse_file(
     return parsed
 
 
+_ODF_KINDS = {ODT: "text", ODS: "spreadsheet", ODP: "presentation"}
+
+
+def _parse(path: Path, mime: str, *, ocr: bool, limits: ParseLimits) -> ParsedDocument:
+    """Send a file to the parser for its type."""
+    if mime == PDF:
+        return parse_pdf(path, ocr=ocr)
+    if mime in _ODF_KINDS:
+        return parse_odf(path, mime, _ODF_KINDS[mime])
+    if mime == EPUB:
+        return parse_epub(path)
+    if mime in (DOC, XLS, PPT):
+        return parse_legacy_office(path, mime, limits)
+    return parse_with_unstructured(path, mime)
+
+
 def warm_up() -> None:
     """Import every parser library and load the language model, as a parser process starts.
 
     A file's CPU and memory limits then measure reading that file, not a first import
     (4 s of CPU and 0.9 GiB of address space).
     """
-    for module in ("pdfminer.high_level", "pdfminer.layout", "pypdfium2", "lxml.html"):
+    for module in ("pdfminer.high_level", "pdfminer.layout", "pypdfium2", "lxml.html", "olefile"):
         importlib.import_module(module)
     warm_up_unstructured()

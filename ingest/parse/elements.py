@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from typing import Any
 
 # Invisible characters that carry no text but can hide or reorder it (prompt smuggling).
 _INVISIBLE: dict[int, None] = {
@@ -113,3 +114,13 @@ def clean_title(value: str | None) -> str | None:
         return None
     title = _TITLE_PREFIX_RE.sub("", " ".join(clean_text(value).split()))[:300]
     return title if title and title.lower() not in _JUNK_TITLES else None
+
+
+def parse_xml(data: bytes) -> Any:
+    """Parse a document's XML part without entities, DTDs, the network or huge trees."""
+    import lxml.etree  # here, not at import: importing ingest.parse stays cheap
+
+    parser = lxml.etree.XMLParser(
+        resolve_entities=False, no_network=True, huge_tree=False, load_dtd=False
+    )
+    return lxml.etree.fromstring(data, parser)

@@ -1,7 +1,9 @@
 """Limits on reading one file: upload size, how far an Office file may unpack, time and memory.
 
 The size checks run first and cost milliseconds. The time and memory limits in
-``ParseLimits`` are enforced by ``ingest.parse.sandbox`` around the parser child process.
+``ParseLimits`` are enforced by ``ingest.parse.sandbox`` around the parser child process
+(and by ``ingest.parse.libreoffice`` around LibreOffice); the reasons a file over one of
+them fails with are here, for both.
 """
 
 from __future__ import annotations
@@ -34,6 +36,43 @@ class ParseLimits:
     def unpack_limit(self, size: int) -> int:
         """How many bytes an Office file of `size` bytes may unpack to."""
         return max(self.max_unpack_ratio * size, self.unpack_floor_mb * MIB)
+
+
+def _seconds(value: float) -> str:
+    if value >= 120 and value % 60 == 0:
+        return f"{int(value // 60)} minutes"
+    return f"{value:g} seconds" if value != 1 else "1 second"
+
+
+def timeout_reason(limits: ParseLimits) -> str:
+    """Why a file that ran past the wall-clock limit failed, and what to do."""
+    return (
+        f"Reading this file took longer than {_seconds(limits.timeout_seconds)}, the limit "
+        "per file (setting `ingest.parse_timeout_seconds`), so it was stopped. Very long "
+        "documents and long scans can take this long: split the file into smaller parts and "
+        "upload those, or ask an admin to raise the limit. A small file that takes this long "
+        "may have been built to overload the server."
+    )
+
+
+def cpu_reason(limits: ParseLimits) -> str:
+    """Why a file that used more than its CPU time failed, and what to do."""
+    return (
+        f"Reading this file needed more than {_seconds(limits.cpu_seconds)} of processor "
+        "time, the limit per file (setting `ingest.parse_cpu_seconds`), so it was stopped. "
+        "Split the file into smaller parts and upload those, or ask an admin to raise the "
+        "limit. A small file that needs this much may have been built to overload the server."
+    )
+
+
+def memory_reason(limits: ParseLimits) -> str:
+    """Why a file that needed more than its memory failed, and what to do."""
+    return (
+        f"Reading this file needed more than {limits.memory_mb} MiB of memory, the limit "
+        "per file (setting `ingest.parse_memory_mb`), so it was stopped. Split the file into "
+        "smaller parts (or save it again without embedded objects) and upload those, or ask "
+        "an admin to raise the limit."
+    )
 
 
 def mib(size: int) -> str:

@@ -1,4 +1,8 @@
-"""Office, HTML, Markdown, email and text through unstructured; CSV/TSV; titles; encodings."""
+"""Office, HTML, Markdown, email, RTF and text through unstructured; CSV/TSV; titles; encodings.
+
+RTF keeps its hard page breaks (\\page, \\pagebb) as pages: it stores no layout, so where
+Word would break a long page is not in the file.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ingest.errors import IngestError
-from ingest.parse.detect import CSV, DOCX, EMAIL, HTML, MARKDOWN, PPTX, TEXT, TSV, XLSX
+from ingest.errors import IngestError, PasswordProtected
+from ingest.parse.detect import CSV, DOCX, EMAIL, HTML, MARKDOWN, MSG, PPTX, RTF, TEXT, TSV, XLSX
 from ingest.parse.elements import Element, ParsedDocument, as_heading, clean_text, clean_title
 
 # Parser libraries are imported where used, so that importing ingest.parse stays cheap.
@@ -36,6 +40,7 @@ _PARTITIONERS: dict[str, tuple[str, str, dict[str, Any]]] = {
     # Attachments would be routed through unstructured's own PDF path, which needs models
     # this appliance does not ship; attachments are uploaded as documents of their own.
     EMAIL: ("unstructured.partition.email", "partition_email", {"process_attachments": False}),
+    MSG: ("unstructured.partition.msg", "partition_msg", {"process_attachments": False}),
 }
 _SKIPPED_CATEGORIES = frozenset({"PageBreak", "Header", "Footer", "PageNumber"})
 _TITLE_CATEGORIES = frozenset({"Title"})
@@ -48,6 +53,8 @@ def parse_with_unstructured(path: Path, mime: str) -> ParsedDocument:
     if mime in (CSV, TSV):
         return _parse_table_text(path, mime)
     _require_language_model()
+    if mime == RTF:
+        return _parse_rtf(path)
     module_name, function_name, kwargs = _PARTITIONERS[mime]
     if mime in (HTML, MARKDOWN, TEXT):
         # unstructured's own guess warns and favours rare code pages (German text came out
@@ -56,47 +63,66 @@ def parse_with_unstructured(path: Path, mime: str) -> ParsedDocument:
     partition: Callable[..., list[Any]] = getattr(
         importlib.import_module(module_name), function_name
     )
-    raw = partition(filename=str(path), languages=[""], **kwargs)
-    if mime == PPTX:
-        raw = _notes_after_slide(raw)
-
     title: str | None = None
     heading: str | None = None
-    if mime == EMAIL:
-        title = _email_subject(path)
+    if mime in (EMAIL, MSG):
+        # For a .msg before partitioning: an encrypted message would partition to nothing.
+        title = _email_subject(path) if mime == EMAIL else _msg_subject(path)
         heading = as_heading(title) if title else None  # the body sits under its subject
     elif mime in (DOCX, PPTX, XLSX):
         title = _ooxml_title(path)
     elif mime == HTML:
         title = _html_title(path)
+    raw = partition(filename=str(path), languages=[""], **kwargs)
+    if mime == PPTX:
+        raw = _notes_after_slide(raw)
 
+    elements = to_elements(
+        raw, heading=heading, by_page=mime in (PPTX, XLSX), sheet_headings=mime == XLSX
+    )
+    if title is None:
+        title = clean_title(next((e.text for e in elements if e.category == "Title"), None))
+    pages = max((e.page for e in elements if e.page is not None), default=1)
+    return ParsedDocument(elements=elements, pages=pages, title=title, mime_type=mime)
+
+
+def to_elements(
+    raw: list[Any],
+    *,
+    heading: str | None = None,
+    by_page: bool = False,
+    sheet_headings: bool = False,
+    page: int | None = None,
+) -> list[Element]:
+    """unstructured's elements as ours: headers, footers and page breaks dropped, headings kept.
+
+    With `by_page` each page (a slide, a sheet) is a section of its own, headed by its sheet
+    name with `sheet_headings`; `page` sets the page of every element.
+    """
     elements: list[Element] = []
     last_page: int | None = None
-    max_page = 1
     for item in raw:
         category = str(getattr(item, "category", "") or "UncategorizedText")
         if category in _SKIPPED_CATEGORIES:
             continue
         metadata = item.metadata
-        page = metadata.page_number if isinstance(metadata.page_number, int) else None
-        if page != last_page and mime in (PPTX, XLSX):
+        if page is None:
+            at = metadata.page_number if isinstance(metadata.page_number, int) else None
+        else:
+            at = page
+        if at != last_page and by_page:
             # A slide or sheet is its own section: never inherit the previous one's heading.
-            sheet = metadata.page_name if mime == XLSX else None
+            sheet = metadata.page_name if sheet_headings else None
             heading = clean_text(sheet) if isinstance(sheet, str) and sheet.strip() else None
-        last_page = page
+        last_page = at
         text = _table_text(metadata.text_as_html) if category == "Table" else None
         text = clean_text(text or str(item.text or ""))
         if not text:
             continue
         if category in _TITLE_CATEGORIES:
             heading = as_heading(text)
-        if page is not None:
-            max_page = max(max_page, page)
-        elements.append(Element(text=text, page=page, heading=heading, category=category))
-
-    if title is None:
-        title = clean_title(next((e.text for e in elements if e.category == "Title"), None))
-    return ParsedDocument(elements=elements, pages=max_page, title=title, mime_type=mime)
+        elements.append(Element(text=text, page=at, heading=heading, category=category))
+    return elements
 
 
 def warm_up_unstructured() -> None:
@@ -219,6 +245,77 @@ def _table_text(table_html: object) -> str | None:
         if any(cells):
             rows.append(" | ".join(cells))
     return "\n".join(rows) or None
+
+
+# Control words that break the page: \page between paragraphs, \pagebb on a paragraph.
+_RTF_PAGE_RE = re.compile(rb"\\(page|pagebb)(?![a-z])(-?\d+)? ?")
+_PAGE_MARK = "\f"
+# Bullets and symbols drawn from the Symbol and Wingdings fonts land in the Private Use Area.
+_SYMBOL_FONT_RE = re.compile("[\uf000-\uf0ff]")
+
+
+def _parse_rtf(path: Path) -> ParsedDocument:
+    """Read an RTF file as text, a page per hard page break, paragraphs found by unstructured."""
+    from striprtf import striprtf
+
+    rtf_to_text: Callable[..., str] = striprtf.rtf_to_text  # the library has no types
+    data = _RTF_PAGE_RE.sub(
+        lambda match: rb"\par\u12?" if match.group(1) == b"page" else rb"\u12?",
+        path.read_bytes(),
+    )
+    # RTF is 7-bit: other bytes are escaped (\'e9, \u233); latin-1 keeps any stray byte.
+    source = data.decode("latin-1")
+    text = rtf_to_text(source, errors="replace")
+    elements: list[Element] = []
+    heading: str | None = None
+    for number, page in enumerate(text.split(_PAGE_MARK), start=1):
+        found = _rtf_page(_SYMBOL_FONT_RE.sub("", page), heading=heading, page=number)
+        heading = found[-1].heading if found else heading
+        elements.extend(found)
+    pages = max((e.page or 1 for e in elements), default=1)
+    info = _RTF_TITLE_RE.search(source)
+    title = clean_title(rtf_to_text(info.group(0), errors="replace")) if info else None
+    if title is None:
+        title = clean_title(next((e.text for e in elements if e.category == "Title"), None))
+    return ParsedDocument(elements=elements, pages=pages, title=title, mime_type=RTF)
+
+
+_RTF_TITLE_RE = re.compile(r"(?<=\{\\title )[^{}]*")
+
+
+def _rtf_page(text: str, *, heading: str | None, page: int) -> list[Element]:
+    """One page of RTF text: table rows (cells end in '|') as tables, the rest as paragraphs."""
+    from unstructured.partition.text import partition_text
+
+    elements: list[Element] = []
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for is_table, run in itertools.groupby(lines, key=lambda line: line.endswith("|")):
+        block = list(run)
+        if is_table:
+            rows = [" | ".join(cell.strip() for cell in line[:-1].split("|")) for line in block]
+            elements.append(Element("\n".join(rows), page, heading, "Table"))
+            continue
+        # A line is a paragraph (\par); unstructured would join lines without a blank one.
+        raw = partition_text(text="\n\n".join(block), languages=[""])
+        found = to_elements(raw, heading=heading, page=page)
+        heading = found[-1].heading if found else heading
+        elements.extend(found)
+    return elements
+
+
+def _msg_subject(path: Path) -> str | None:
+    """An Outlook message's subject; refuse a message encrypted with S/MIME."""
+    from oxmsg import Message
+
+    message = Message.load(str(path))
+    if message.message_class.upper().startswith("IPM.NOTE.SMIME") and not (
+        message.message_class.upper().startswith("IPM.NOTE.SMIME.MULTIPARTSIGNED")
+    ):
+        raise PasswordProtected(
+            "This Outlook message is encrypted (S/MIME), so it cannot be read. Open it in "
+            "Outlook, forward or save an unencrypted copy, and upload that."
+        )
+    return clean_title(message.subject)
 
 
 def _email_subject(path: Path) -> str | None:

@@ -50,7 +50,7 @@ from pathlib import Path
 
 from ingest.errors import IngestError
 from ingest.parse import ParsedDocument, parse_file, warm_up
-from ingest.parse.limits import MIB, ParseLimits
+from ingest.parse.limits import MIB, ParseLimits, cpu_reason, memory_reason, timeout_reason
 
 DEFAULT_PARSERS = 2
 # Starting a parser is our own code, not the file's: a generous fixed deadline.
@@ -73,6 +73,12 @@ _PRELOAD = [
     "unstructured.partition.md",
     "unstructured.partition.text",
     "unstructured.partition.email",
+    "unstructured.partition.msg",
+    "olefile",
+    "striprtf.striprtf",
+    "ingest.parse.odf",
+    "ingest.parse.epub",
+    "ingest.parse.libreoffice",
 ]
 _context_lock = threading.Lock()
 _context: ForkServerContext | None = None
@@ -88,43 +94,6 @@ class _Job:
     filename: str
     limits: ParseLimits
     future: Future[ParsedDocument]
-
-
-def _seconds(value: float) -> str:
-    if value >= 120 and value % 60 == 0:
-        return f"{int(value // 60)} minutes"
-    return f"{value:g} seconds" if value != 1 else "1 second"
-
-
-def timeout_reason(limits: ParseLimits) -> str:
-    """Why a file that ran past the wall-clock limit failed, and what to do."""
-    return (
-        f"Reading this file took longer than {_seconds(limits.timeout_seconds)}, the limit "
-        "per file (setting `ingest.parse_timeout_seconds`), so it was stopped. Very long "
-        "documents and long scans can take this long: split the file into smaller parts and "
-        "upload those, or ask an admin to raise the limit. A small file that takes this long "
-        "may have been built to overload the server."
-    )
-
-
-def cpu_reason(limits: ParseLimits) -> str:
-    """Why a file that used more than its CPU time failed, and what to do."""
-    return (
-        f"Reading this file needed more than {_seconds(limits.cpu_seconds)} of processor "
-        "time, the limit per file (setting `ingest.parse_cpu_seconds`), so it was stopped. "
-        "Split the file into smaller parts and upload those, or ask an admin to raise the "
-        "limit. A small file that needs this much may have been built to overload the server."
-    )
-
-
-def memory_reason(limits: ParseLimits) -> str:
-    """Why a file that needed more than its memory failed, and what to do."""
-    return (
-        f"Reading this file needed more than {limits.memory_mb} MiB of memory, the limit "
-        "per file (setting `ingest.parse_memory_mb`), so it was stopped. Split the file into "
-        "smaller parts (or save it again without embedded objects) and upload those, or ask "
-        "an admin to raise the limit."
-    )
 
 
 def _crash_reason(exitcode: int | None) -> str:

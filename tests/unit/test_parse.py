@@ -48,11 +48,15 @@ from tests.fixtures.documents import (
     make_text,
     make_zip,
 )
+from tests.fixtures.formats import FORMAT_SAMPLES
 from tests.fixtures.hostile import make_docx_bomb, make_zip_with_parts
 
 MB = 1024 * 1024
 LIMIT = 50 * MB
 HAVE_TESSERACT = shutil.which("tesseract") is not None
+# The formats offices use (OpenDocument, RTF, Outlook, 97-2003 Office, EPUB) are real files
+# in tests/fixtures/formats; more on them in tests/integration/test_formats.py.
+ALL_SAMPLES = {**SUPPORTED_SAMPLES, **FORMAT_SAMPLES}
 INVISIBLE = (
     [chr(c) for c in range(0x200B, 0x2010)]
     + [chr(c) for c in range(0x2060, 0x2065)]
@@ -174,12 +178,12 @@ def test_missing_language_model_fails_clearly_without_downloading(
 
 
 def test_every_supported_extension_has_a_sample() -> None:
-    assert set(SUPPORTED_SAMPLES) == set(SUPPORTED_EXTENSIONS)
+    assert set(ALL_SAMPLES) == set(SUPPORTED_EXTENSIONS)
 
 
-@pytest.mark.parametrize("extension", sorted(SUPPORTED_SAMPLES))
+@pytest.mark.parametrize("extension", sorted(ALL_SAMPLES))
 def test_supported_format_parses(extension: str, documents_dir: Path) -> None:
-    sample = SUPPORTED_SAMPLES[extension]
+    sample = ALL_SAMPLES[extension]
     path = sample.make(documents_dir / sample.filename)
 
     assert detect_type(path) == sample.mime_type
@@ -196,11 +200,11 @@ def test_supported_format_parses(extension: str, documents_dir: Path) -> None:
         assert under, f"no element filed under {heading!r}"
 
 
-@pytest.mark.parametrize("extension", sorted(SUPPORTED_SAMPLES))
+@pytest.mark.parametrize("extension", sorted(ALL_SAMPLES))
 def test_temp_file_without_extension_uses_the_upload_name(
     extension: str, documents_dir: Path
 ) -> None:
-    sample = SUPPORTED_SAMPLES[extension]
+    sample = ALL_SAMPLES[extension]
     made = sample.make(documents_dir / sample.filename)
     upload = made.rename(documents_dir / "upload-3f9a")
 
