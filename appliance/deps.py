@@ -13,7 +13,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 
 from appliance.acl import rules
@@ -161,6 +164,58 @@ def admin_user(caller: CallerDep) -> User:
 
 
 AdminUser = Annotated[User, Depends(admin_user)]
+
+
+def _field(loc: Any) -> str:
+    parts = [str(p) for p in (loc or ()) if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "the request"
+
+
+def quiet_validation_body(errors: Any) -> dict[str, Any]:
+    """A 422 body that says which field is wrong and why, and never echoes what was sent.
+
+    FastAPI's default answer repeats each bad value (`input`): a pasted 5,000-character
+    question, a password, a document's text would come back in the error, into logs and
+    screenshots. Here only the field, the reason and, for a length, the count remain.
+    """
+    detail: list[dict[str, Any]] = []
+    messages: list[str] = []
+    for err in errors:
+        loc, kind = list(err.get("loc") or ()), str(err.get("type", ""))
+        ctx = err.get("ctx") or {}
+        value = err.get("input")
+        name = _field(loc)
+        if kind == "string_too_long" and isinstance(value, str):
+            limit = ctx.get("max_length")
+            msg = (
+                f"The {name} has {len(value):,} characters; at most {limit:,} are allowed. "
+                "Shorten it and send it again."
+                if isinstance(limit, int)
+                else f"The {name} is too long."
+            )
+        else:
+            msg = f"{name}: {err.get('msg', 'invalid value')}"
+        messages.append(msg)
+        detail.append({"loc": loc, "msg": str(err.get("msg", "")), "type": kind})
+    return {"error": "invalid_input", "message": " ".join(messages), "detail": detail}
+
+
+class QuietValidationRoute(APIRoute):
+    """A route whose validation errors never echo the submitted values (see
+    `quiet_validation_body`); routers pass ``route_class=QuietValidationRoute``."""
+
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        """Wrap FastAPI's handler: a RequestValidationError becomes a quiet 422."""
+        handler = super().get_route_handler()
+
+        async def quiet(request: Request) -> Response:
+            try:
+                response: Response = await handler(request)
+            except RequestValidationError as exc:
+                return JSONResponse(quiet_validation_body(exc.errors()), status_code=422)
+            return response
+
+        return quiet
 
 
 def protected_router(**kw: Any) -> APIRouter:

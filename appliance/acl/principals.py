@@ -49,6 +49,52 @@ def resolve_principal(session: Session, text: str) -> str:
     raise InvalidInput(f"{text!r} is not a principal. Write user:NAME, group:NAME or everyone.")
 
 
+def resolve_name(session: Session, text: str) -> str:
+    """Like `resolve_principal`, and a bare NAME too when exactly one user or group has it.
+
+    What people type when sharing: `hr` means the group hr when no account is named hr.
+    A name both a user and a group have is refused with the two spellings to choose from.
+    """
+    text = text.strip()
+    if text == EVERYONE or ":" in text:
+        return resolve_principal(session, text)
+    if not text:
+        raise InvalidInput("Name a user, a group or everyone.")
+    user = session.execute(select(User).where(User.username == text)).scalar_one_or_none()
+    group = session.execute(select(Group).where(Group.name == text)).scalar_one_or_none()
+    if user is not None and group is not None:
+        raise InvalidInput(
+            f"{text!r} is both a user and a group. Write user:{text} or group:{text}."
+        )
+    if user is not None:
+        return user.principal
+    if group is not None:
+        return f"group:{group.id}"
+    raise InvalidInput(
+        f"No user or group is named {text!r}. Pick a name from the suggestions, or write "
+        "user:NAME, group:NAME or everyone."
+    )
+
+
+def principal_names(
+    session: Session, *, prefix: str = "", limit: int = 50
+) -> list[tuple[str, str]]:
+    """Names to pick from when sharing: ("user", username) of active accounts and
+    ("group", name) of groups, sorted, starting with `prefix` (any case).
+
+    Names only, never ids, roles, display details or memberships: any signed-in person may
+    list them, and a name is all that the grants list and the sign-in bar show already.
+    """
+    needle = prefix.strip().casefold()
+    users = session.execute(
+        select(User.username).where(User.is_active.is_(True)).order_by(User.username)
+    ).scalars()
+    groups = session.execute(select(Group.name).order_by(Group.name)).scalars()
+    named = [("user", u) for u in users] + [("group", g) for g in groups]
+    picked = [(kind, name) for kind, name in named if name.casefold().startswith(needle)]
+    return sorted(picked, key=lambda item: (item[1].casefold(), item[0]))[:limit]
+
+
 def describe_principal(session: Session, principal: str) -> str:
     """The readable form of a stored principal ('user:alice')."""
     if principal == EVERYONE:

@@ -20,6 +20,8 @@ from appliance.auth.schemas import (
     LoginIn,
     MeOut,
     PasswordIn,
+    RecoveryCodesIn,
+    RecoveryCodesOut,
     SessionOut,
     SignInOut,
     TokenCreatedOut,
@@ -36,6 +38,7 @@ from appliance.deps import (
     CSRF_HEADER,
     CallerDep,
     NowDep,
+    QuietValidationRoute,
     RuntimeDep,
     SessionDep,
     authenticate,
@@ -44,7 +47,8 @@ from appliance.deps import (
 )
 from appliance.middleware.csrf import set_csrf_cookie
 
-router = APIRouter(prefix="/api/auth", tags=["auth"])
+# Quiet validation: a 422 never echoes what was sent (a password, a code).
+router = APIRouter(prefix="/api/auth", tags=["auth"], route_class=QuietValidationRoute)
 
 
 @contextmanager
@@ -291,6 +295,36 @@ def me(caller: CallerDep, session: SessionDep) -> MeOut:
         via="token" if caller.token is not None else "session",
         recovery_codes_left=signin.recovery_codes_left(session, user_id=caller.user.id),
     )
+
+
+@router.post("/recovery-codes")
+def new_recovery_codes(
+    body: RecoveryCodesIn,
+    caller: CallerDep,
+    request: Request,
+    session: SessionDep,
+    rt: RuntimeDep,
+    now: NowDep,
+) -> RecoveryCodesOut:
+    """Replace your recovery codes with ten new ones (the old ones stop working at once).
+
+    Only from a signed-in browser session, with a current code from the authenticator app
+    (each works once) or your password; failures count towards the sign-in lockout. The
+    codes are shown only in this answer: print or store them."""
+    if caller.session is None:
+        raise PermissionDenied("Make new recovery codes from a signed-in browser session.")
+    with _unit(session):
+        codes = signin.new_recovery_codes(
+            session,
+            crypto=rt.crypto,
+            user=caller.user,
+            code=body.code.replace(" ", "") if body.code else None,
+            password=body.password,
+            client=_client(request),
+            now=now,
+            settings=rt.settings.auth,
+        )
+    return RecoveryCodesOut(recovery_codes=codes)
 
 
 # -- own sessions --------------------------------------------------------------------------

@@ -55,10 +55,21 @@ class UserOut(BaseModel):
     created_at: dt.datetime
 
 
+class GroupRef(BaseModel):
+    """A group an account is in."""
+
+    id: str
+    name: str
+
+
 class AdminUserOut(UserOut):
-    """An account with its lockout state, for admins."""
+    """An account with its lockout state, groups and pending role change, for admins."""
 
     locked_until: dt.datetime | None = None
+    groups: list[GroupRef] = Field(default_factory=list, description="Groups it is in.")
+    pending_admin: str | None = Field(
+        None, description="The pending request (its id) that makes this account an admin."
+    )
 
 
 class EnrolmentOut(BaseModel):
@@ -136,6 +147,19 @@ class TokenOut(BaseModel):
     revoked_at: dt.datetime | None
 
 
+class RecoveryCodesIn(_In):
+    """Proof for new recovery codes: a current authenticator code, or the password."""
+
+    code: str | None = Field(None, max_length=16, description="Six digits from the app.")
+    password: str | None = Field(None, max_length=1024, description="Your password.")
+
+
+class RecoveryCodesOut(BaseModel):
+    """Ten new single-use recovery codes (the old ones stop working); shown only now."""
+
+    recovery_codes: list[str]
+
+
 class TokenCreatedOut(BaseModel):
     """A new token: the secret is shown only now."""
 
@@ -157,6 +181,9 @@ class UserCreatedOut(BaseModel):
     one_time_password: str
     approval_id: str | None = Field(
         None, description="Set when the admin role waits for a second admin's approval."
+    )
+    waiting_note: str | None = Field(
+        None, description="Why nobody can approve that yet (no second admin), and how to fix it."
     )
 
 

@@ -35,6 +35,12 @@ from appliance.core.errors import (
 from appliance.core.places import FIELDS_KIND, FIELDS_OWNER
 
 GENERIC_FAILURE = GENERIC_SIGN_IN_FAILURE
+# After the password was accepted, saying that the code was wrong reveals nothing new.
+WRONG_CODE = (
+    "The code was wrong. Enter the code your authenticator app shows now (it changes every "
+    "30 seconds), or use a recovery code."
+)
+WRONG_RECOVERY_CODE = "That recovery code is wrong or was used already. Check it and try again."
 
 
 # -- sign-in -------------------------------------------------------------------------------
@@ -98,8 +104,10 @@ def _fail(
     now: dt.datetime,
     settings: AuthSettings,
     reason: str,
+    message: str = GENERIC_FAILURE,
 ) -> SignInFailed:
-    """Settle and audit a failure; return the generic error for the caller to raise."""
+    """Settle and audit a failure; return the error (generic unless the step allows more)
+    for the caller to raise."""
     locked = throttle.record_failure(session, admission, now=now, settings=settings)
     actor = f"user:{user.id}" if user is not None else "anonymous"
     audit.record(
@@ -121,7 +129,7 @@ def _fail(
             client=client.address,
             details={"scope": key.split(":", 1)[0], "minutes": settings.lockout_minutes},
         )
-    return SignInFailed()
+    return SignInFailed(message if not locked else GENERIC_FAILURE)
 
 
 def _next_stage(
@@ -262,6 +270,34 @@ def consume_recovery_code(session: Session, *, user_id: str, code: str, now: dt.
     return False
 
 
+def _totp_step(
+    session: Session,
+    *,
+    crypto: Crypto,
+    user: User,
+    code: str,
+    now: dt.datetime,
+    settings: AuthSettings,
+) -> tuple[bool, bool]:
+    """Check a TOTP code and use its time step: (accepted, matched a step at all)."""
+    step = totp.match_step(
+        _secret(crypto, user), code, now.timestamp(), drift=settings.totp_drift_steps
+    )
+    return step is not None and consume_step(session, user_id=user.id, step=step), step is not None
+
+
+def _replace_recovery_codes(session: Session, *, user_id: str, now: dt.datetime) -> list[str]:
+    """Ten new recovery codes for a user (stored hashed); the old ones stop working."""
+    codes = totp.new_recovery_codes()
+    session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
+    session.add_all(
+        RecoveryCode(user_id=user_id, code_hash=totp.hash_recovery_code(c), created_at=now)
+        for c in codes
+    )
+    session.flush()
+    return codes
+
+
 def sign_in_second_factor(
     session: Session,
     *,
@@ -279,15 +315,18 @@ def sign_in_second_factor(
         raise InvalidInput("Send a code from the authenticator app, or a recovery code.")
     admission = _admit(session, username=user.username, client=client, now=now, settings=settings)
     if code:
-        step = totp.match_step(
-            _secret(crypto, user), code, now.timestamp(), drift=settings.totp_drift_steps
+        ok, matched = _totp_step(
+            session, crypto=crypto, user=user, code=code, now=now, settings=settings
         )
-        ok = step is not None and consume_step(session, user_id=user.id, step=step)
         reason = "totp"
+        # A code that matches no time step was mistyped or read late: say so. A replayed
+        # code (right, but used already) keeps the generic answer.
+        message = GENERIC_FAILURE if matched else WRONG_CODE
     else:
         assert recovery_code is not None  # noqa: S101 - checked before the throttle
         ok = consume_recovery_code(session, user_id=user.id, code=recovery_code, now=now)
         reason = "recovery_code"
+        message = WRONG_RECOVERY_CODE
     if not ok:
         raise _fail(
             session,
@@ -297,6 +336,7 @@ def sign_in_second_factor(
             now=now,
             settings=settings,
             reason=reason,
+            message=message,
         )
     throttle.refund(session, admission)
     if recovery_code:
@@ -338,10 +378,8 @@ def confirm_enrolment(
     """Finish enrolment with a valid code; returns ten recovery codes (shown once)."""
     user = pre_session_user(session, pre, "enrol")
     admission = _admit(session, username=user.username, client=client, now=now, settings=settings)
-    step = totp.match_step(
-        _secret(crypto, user), code, now.timestamp(), drift=settings.totp_drift_steps
-    )
-    if step is None or not consume_step(session, user_id=user.id, step=step):
+    ok, _ = _totp_step(session, crypto=crypto, user=user, code=code, now=now, settings=settings)
+    if not ok:
         raise _fail(
             session,
             admission=admission,
@@ -353,12 +391,7 @@ def confirm_enrolment(
         )
     throttle.refund(session, admission)
     user.totp_enrolled = True
-    codes = totp.new_recovery_codes()
-    session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
-    session.add_all(
-        RecoveryCode(user_id=user.id, code_hash=totp.hash_recovery_code(c), created_at=now)
-        for c in codes
-    )
+    codes = _replace_recovery_codes(session, user_id=user.id, now=now)
     sessions.end(session, session_id=pre.id)
     session.flush()
     audit.record(
@@ -439,6 +472,53 @@ def change_password(
         user_agent=client.user_agent,
     )
     return Step(stage="done", user=user, issued=issued)
+
+
+def new_recovery_codes(
+    session: Session,
+    *,
+    crypto: Crypto,
+    user: User,
+    code: str | None,
+    password: str | None,
+    client: Client,
+    now: dt.datetime,
+    settings: AuthSettings,
+) -> list[str]:
+    """Replace a signed-in user's recovery codes, proved by a current TOTP code (accepted
+    once, as at sign-in) or the password; throttled and audited like a sign-in step."""
+    if not code and not password:
+        raise InvalidInput("Send a code from the authenticator app, or your password.")
+    admission = _admit(session, username=user.username, client=client, now=now, settings=settings)
+    if code:
+        ok, _ = _totp_step(session, crypto=crypto, user=user, code=code, now=now, settings=settings)
+        message, proof = WRONG_CODE, "totp"
+    else:
+        assert password is not None  # noqa: S101 - checked before the throttle
+        ok = verify_password(user.password_hash, password)
+        message, proof = "The password was wrong. Try again.", "password"
+    if not ok:
+        raise _fail(
+            session,
+            admission=admission,
+            user=user,
+            client=client,
+            now=now,
+            settings=settings,
+            reason=f"recovery_codes_{proof}",
+            message=message,
+        )
+    throttle.refund(session, admission)
+    codes = _replace_recovery_codes(session, user_id=user.id, now=now)
+    audit.record(
+        session,
+        actor=f"user:{user.id}",
+        action="auth.recovery_codes",
+        target=f"user:{user.id}",
+        client=client.address,
+        details={"proof": proof, "codes": len(codes)},
+    )
+    return codes
 
 
 def end_other_sessions(

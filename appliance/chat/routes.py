@@ -15,9 +15,17 @@ from starlette.types import Send
 from appliance.chat import conversations as convs
 from appliance.chat import pipeline, service
 from appliance.core.errors import LIBRARY_ERRORS, ApplianceError, translate
-from appliance.deps import CurrentUser, RuntimeDep, SessionDep, client_address, protected_router
+from appliance.deps import (
+    CurrentUser,
+    QuietValidationRoute,
+    RuntimeDep,
+    SessionDep,
+    client_address,
+    protected_router,
+)
 
-router = protected_router(prefix="/api", tags=["chat"])
+# Quiet validation: a question over the limit is refused with its length, never echoed.
+router = protected_router(prefix="/api", tags=["chat"], route_class=QuietValidationRoute)
 
 
 class ChatIn(BaseModel):
@@ -25,7 +33,11 @@ class ChatIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    question: str = Field(min_length=1, max_length=pipeline.MAX_QUESTION_CHARS)
+    question: str = Field(
+        min_length=1,
+        max_length=pipeline.MAX_QUESTION_CHARS,
+        description="Refused (422, with its length and never its text) when longer.",
+    )
     conversation_id: str | None = Field(None, max_length=32)
 
 

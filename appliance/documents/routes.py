@@ -21,7 +21,12 @@ from starlette.concurrency import run_in_threadpool
 
 from appliance.acl import rules
 from appliance.acl import service as acl
-from appliance.acl.principals import describe_principal, principals_for, resolve_principal
+from appliance.acl.principals import (
+    describe_principal,
+    principal_names,
+    principals_for,
+    resolve_name,
+)
 from appliance.approvals import service as approvals
 from appliance.approvals.schemas import ApprovalRequestOut, approval_out
 from appliance.audit import service as audit
@@ -38,6 +43,7 @@ from appliance.deps import (
     CurrentUser,
     ManagedDocument,
     NowDep,
+    QuietValidationRoute,
     ReadableDocument,
     RuntimeDep,
     SessionDep,
@@ -58,15 +64,21 @@ from appliance.documents.schemas import (
     GrantOut,
     ListedState,
     PassageOut,
+    PrincipalNameOut,
+    UploadOut,
 )
 from appliance.documents.tables import Chunk, Document, DocumentGrant
 from appliance.documents.upload import receive
 
-router = protected_router(prefix="/api", tags=["documents"])
+# Quiet validation: a 422 names the field and the reason, never the value that was sent.
+router = protected_router(prefix="/api", tags=["documents"], route_class=QuietValidationRoute)
 # Requesting an approval for a document action lives here, beside the document checks it
 # needs; listing and deciding requests is the approvals domain's /api/admin/approvals.
 approvals_router = protected_router(
-    prefix="/admin/approvals", tags=["approvals"], dependencies=[Depends(admin_user)]
+    prefix="/admin/approvals",
+    tags=["approvals"],
+    dependencies=[Depends(admin_user)],
+    route_class=QuietValidationRoute,
 )
 MAX_GRANTS_AT_UPLOAD = 50
 
@@ -74,10 +86,33 @@ MAX_GRANTS_AT_UPLOAD = 50
 # -- shaping -----------------------------------------------------------------------------
 
 
-def _doc_out(rt: Runtime, session: Session, user: User, doc: Document) -> DocumentOut:
+def _shared_with(
+    session: Session, doc: Document, manages: bool, principals: list[str]
+) -> list[str]:
+    """Who may read it, by name: every grant for those who manage it (the Access dialog
+    shows them the same); for a reader only the grants that are their own way in."""
+    granted = session.execute(
+        select(DocumentGrant.principal)
+        .where(DocumentGrant.doc_id == doc.id)
+        .order_by(DocumentGrant.created_at, DocumentGrant.principal)
+    ).scalars()
+    mine = set(principals)
+    return [describe_principal(session, p) for p in granted if manages or p in mine]
+
+
+def _doc_out(
+    rt: Runtime,
+    session: Session,
+    user: User,
+    doc: Document,
+    principals: list[str] | None = None,
+) -> DocumentOut:
     # Names are content (a text file's title is its first line): an admin who manages a
     # document by role alone, without being able to read it, sees neither (invariant 4).
     named = rules.can_see(session, user, doc)
+    manages = rules.can_manage(session, user, doc)
+    if principals is None:
+        principals = principals_for(session, user)
     return DocumentOut(
         id=doc.id,
         filename=docs.filename_of(rt.crypto, doc) if named else None,
@@ -92,7 +127,8 @@ def _doc_out(rt: Runtime, session: Session, user: User, doc: Document) -> Docume
         created_at=doc.created_at,
         indexed_at=doc.indexed_at,
         yours=doc.owner_id == user.id,
-        can_manage=rules.can_manage(session, user, doc),
+        can_manage=manages,
+        shared_with=_shared_with(session, doc, manages, principals),
     )
 
 
@@ -178,7 +214,7 @@ def list_documents(
         total=len(matching),
         by_state=by_state,
         by_classification=by_classification,
-        documents=[_doc_out(rt, session, user, d) for d in page],
+        documents=[_doc_out(rt, session, user, d, principals) for d in page],
     )
 
 
@@ -295,6 +331,12 @@ UPLOAD_SCHEMA: dict[str, Any] = {
                             "type": "string",
                             "enum": list(CLASSIFICATIONS),
                         },
+                        "as_new": {
+                            "type": "string",
+                            "enum": ["true", "false"],
+                            "description": "true: store it even if you uploaded the same "
+                            "file before (a new version), instead of answering `duplicate`.",
+                        },
                     },
                 }
             }
@@ -310,13 +352,24 @@ def _upload_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="appliance-upload-", dir=root))
 
 
-@router.post("/documents", status_code=202, openapi_extra=UPLOAD_SCHEMA)
-async def upload(request: Request, user: CurrentUser, rt: RuntimeDep) -> DocumentOut:
-    """Upload a file (multipart: `file`, optional `grants` and `classification`).
+@router.post(
+    "/documents",
+    status_code=202,
+    openapi_extra=UPLOAD_SCHEMA,
+    responses={200: {"model": UploadOut, "description": "Already in your library."}},
+)
+async def upload(
+    request: Request, response: Response, user: CurrentUser, rt: RuntimeDep
+) -> UploadOut:
+    """Upload a file (multipart: `file`, optional `grants`, `classification`, `as_new`).
 
-    You own it and may manage it; `grants` name who else may read it. The worker ingests it
-    in the background: follow `state` and `chunks_done` with GET /api/documents/{id}.
-    A file over the size limit is refused with 413 before anything is stored.
+    You own it and may manage it; `grants` name who else may read it (user:NAME,
+    group:NAME, everyone, or a bare name that only one user or group has). The worker
+    ingests it in the background: follow `state` and `chunks_done` with
+    GET /api/documents/{id}. A file over the size limit is refused with 413 before anything
+    is stored. The same file uploaded by you before answers 200 with `duplicate: true` and
+    that document, unchanged: its sharing and classification stay as they were (change them
+    with the grants and classification routes, or send `as_new=true` to store a new copy).
     """
     limit = rt.settings.max_upload_bytes
     too_large = PayloadTooLarge(
@@ -340,8 +393,11 @@ async def upload(request: Request, user: CurrentUser, rt: RuntimeDep) -> Documen
         classifications = received.fields.get("classification", [])
         if len(classifications) > 1:
             raise InvalidInput("Send one classification.")
+        as_new = received.fields.get("as_new", ["false"])
+        if len(as_new) > 1 or as_new[0] not in ("true", "false"):
+            raise InvalidInput("Send as_new once, as true or false.")
         filename = PurePath(received.filename.replace("\\", "/")).name[:255]
-        return await run_in_threadpool(
+        out = await run_in_threadpool(
             _submit,
             rt,
             user.id,
@@ -349,8 +405,11 @@ async def upload(request: Request, user: CurrentUser, rt: RuntimeDep) -> Documen
             filename or "upload",
             grants,
             classifications[0] if classifications else None,
-            client_address(request),
+            as_new[0] == "true",
         )
+        if out.duplicate:
+            response.status_code = 200
+        return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -362,25 +421,60 @@ def _submit(
     filename: str,
     grants: list[str],
     classification: str | None,
-    client: str,
-) -> DocumentOut:
+    as_new: bool,
+) -> UploadOut:
     with rt.sessions() as session:
         user = users.get_user(session, user_id)
-        principals = [resolve_principal(session, g) for g in grants]
-        result = docs.submit_file(
-            session=session,
-            crypto=rt.crypto,
-            blobs=rt.blobs,
-            path=path,
-            filename=filename,
-            owner=user,
-            grants=principals,
-            classification=classification or rt.settings.ingest.default_classification,
-            max_bytes=rt.settings.max_upload_bytes,
-            actor=user.principal,
-        )
-        session.commit()
-        return _doc_out(rt, session, user, result.document)
+        principals = [resolve_name(session, g) for g in grants]
+        with docs.submit_lock:
+            result = docs.submit_file(
+                session=session,
+                crypto=rt.crypto,
+                blobs=rt.blobs,
+                path=path,
+                filename=filename,
+                owner=user,
+                grants=principals,
+                classification=classification or rt.settings.ingest.default_classification,
+                max_bytes=rt.settings.max_upload_bytes,
+                actor=user.principal,
+                as_new=as_new,
+            )
+            session.commit()
+        out = _doc_out(rt, session, user, result.document)
+        return UploadOut(**out.model_dump(), duplicate=result.duplicate)
+
+
+@router.post("/documents/{doc_id}/retry", status_code=202)
+def retry_upload(
+    doc: ManagedDocument, user: CurrentUser, session: SessionDep, rt: RuntimeDep
+) -> DocumentOut:
+    """Queue a failed upload again from the file stored (encrypted) when it was uploaded.
+
+    422 when nothing was stored (an empty file, one over the limit): pick the file again.
+    """
+    docs.retry(session=session, blobs=rt.blobs, doc=doc, actor=user.principal)
+    session.commit()
+    return _doc_out(rt, session, user, doc)
+
+
+@router.get("/principals")
+def list_principal_names(
+    user: CurrentUser,
+    session: SessionDep,
+    q: Annotated[str, Query(max_length=64, description="The start of a name.")] = "",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[PrincipalNameOut]:
+    """Names to share with: active usernames and group names starting with `q`.
+
+    Names only (no ids, roles or memberships), for any signed-in user: the sharing fields'
+    suggestions. Grant with the bare name when only one user or group has it, else with
+    user:NAME or group:NAME; `everyone` is always possible.
+    """
+    return [
+        PrincipalNameOut(kind=kind, name=name)  # type: ignore[arg-type]
+        for kind, name in principal_names(session, prefix=q, limit=limit)
+    ]
 
 
 # -- access ------------------------------------------------------------------------------
@@ -408,7 +502,7 @@ def add_grant(
     confidential or personal document answers 202 with an approval request: a second
     admin must approve it before it takes effect.
     """
-    principal = resolve_principal(session, body.principal)
+    principal = resolve_name(session, body.principal)
     before = _grants_out(session, doc.id)
     held = acl.grant(
         session=session,
@@ -437,7 +531,7 @@ def remove_grant(
     rt: RuntimeDep,
 ) -> ChangeOut:
     """Take a grant away; it applies to the next search. The last `manage` grant stays."""
-    stored = resolve_principal(session, principal)
+    stored = resolve_name(session, principal)
     removed = acl.revoke(session=session, index=rt.index(), doc=doc, principal=stored, actor=user)
     if not removed:
         raise NotFound("This document has no such grant.")
@@ -523,7 +617,7 @@ def create_approval(
         if not body.principal:
             raise InvalidInput("A grant request names a principal.")
         params = {
-            "principal": resolve_principal(session, body.principal),
+            "principal": resolve_name(session, body.principal),
             "level": body.level,
         }
     else:

@@ -33,6 +33,28 @@ class DocumentOut(BaseModel):
     indexed_at: dt.datetime | None
     yours: bool = Field(description="Whether you uploaded it.")
     can_manage: bool = Field(description="Whether you may change its access or delete it.")
+    shared_with: list[str] = Field(
+        default_factory=list,
+        description="Who may read it, by name (user:NAME, group:NAME, everyone): every "
+        "grant if you manage it, else only the grants through which you read it.",
+    )
+
+
+class UploadOut(DocumentOut):
+    """The document an upload made, or the one already there with the same content."""
+
+    duplicate: bool = Field(
+        False,
+        description="You uploaded this file before: this is that document, unchanged "
+        "(the sharing and classification sent with the upload were not applied).",
+    )
+
+
+class PrincipalNameOut(BaseModel):
+    """A name to share with: a user or a group (names only, never ids)."""
+
+    kind: Literal["user", "group"]
+    name: str
 
 
 class DocumentListOut(BaseModel):
@@ -60,7 +82,9 @@ class GrantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     principal: str = Field(
-        min_length=1, max_length=80, description="user:NAME, group:NAME or everyone."
+        min_length=1,
+        max_length=80,
+        description="user:NAME, group:NAME, everyone, or a bare NAME only one user or group has.",
     )
     level: Level = "read"
 

@@ -31,6 +31,9 @@ from appliance.documents.tables import (
 )
 from ingest.index import VectorIndex
 
+# Failures found before the file was stored: nothing is kept that could be retried.
+NOT_STORED = frozenset({"too_large", "empty"})
+
 
 @dataclass(frozen=True)
 class Submitted:
@@ -73,22 +76,34 @@ def submit_file(
     classification: str,
     max_bytes: int,
     actor: str,
+    as_new: bool = False,
 ) -> Submitted:
     """Queue a file for ingestion: encrypt and store it, record grants, audit the upload.
 
     A file over the size limit, or empty, is recorded as failed with a reason (nothing is
-    stored). The same content already submitted by the same owner is not stored twice.
+    stored). The same content already submitted by the same owner is not stored twice: the
+    existing document comes back with ``duplicate`` set, its grants and classification as
+    they were (the caller tells the person and offers to change them). ``as_new`` stores
+    it as a new document all the same (a new version the person asked for).
     """
     check_classification(classification)
     size = path.stat().st_size
     content_mac = crypto.mac_file("document-content", path)
-    existing = session.execute(
-        select(Document).where(
-            Document.content_mac == content_mac,
-            Document.owner_id == owner.id,
-            Document.state.not_in((DELETING, FAILED)),
+    existing = (
+        None
+        if as_new
+        else session.execute(
+            select(Document)
+            .where(
+                Document.content_mac == content_mac,
+                Document.owner_id == owner.id,
+                Document.state.not_in((DELETING, FAILED)),
+            )
+            .order_by(Document.created_at)
         )
-    ).scalar_one_or_none()
+        .scalars()
+        .first()
+    )
     if existing is not None:
         audit.record(
             session,
@@ -136,9 +151,58 @@ def submit_file(
         action="document.upload",
         target=f"doc:{doc_id}",
         outcome="ok" if doc.state == QUEUED else "failed",
-        details={"size": size, "grants": len(set(grants)), "classification": classification},
+        details={
+            "size": size,
+            "grants": len(set(grants)),
+            "classification": classification,
+            **({"as_new": True} if as_new else {}),
+        },
     )
     return Submitted(doc, False)
+
+
+# Two uploads of one file at once (a double click) both looked for a duplicate before either
+# had committed, and made two documents; the routes hold this from the look-up to the commit.
+submit_lock = threading.Lock()
+
+
+def retry(*, session: Session, blobs: BlobStore, doc: Document, actor: str) -> None:
+    """Queue a failed document again from its stored (encrypted) upload.
+
+    Files refused before storing (empty, over the limit) have nothing kept to retry: the
+    person picks the file again. A document whose content is meanwhile in the library again
+    is not queued twice.
+    """
+    if doc.state != FAILED:
+        raise InvalidInput("Only a failed upload can be retried.")
+    if doc.error_code in NOT_STORED or not blobs.exists(doc.id):
+        raise InvalidInput(
+            "This upload's file was not kept, so it cannot be retried here. "
+            "Pick the file again to upload it."
+        )
+    again = session.execute(
+        select(Document.id).where(
+            Document.content_mac == doc.content_mac,
+            Document.owner_id == doc.owner_id,
+            Document.state.not_in((DELETING, FAILED)),
+        )
+    ).first()
+    if again is not None:
+        raise InvalidInput("The same file is in your library again already; remove this one.")
+    previous = doc.error_code
+    doc.state = QUEUED
+    doc.attempts = 0
+    doc.chunks_done = doc.chunks_total = 0
+    doc.error_code = doc.error_reason = None
+    doc.claimed_by = None
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="document.retry",
+        target=f"doc:{doc.id}",
+        details={"previous_error": previous},
+    )
 
 
 def resolve_document(session: Session, crypto: Crypto, ref: str) -> Document:
