@@ -5,11 +5,18 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from appliance.admin import service
 from appliance.admin.tables import ANSWERING_PAUSED, INGESTION_PAUSED, READ_ONLY
-from appliance.cli.common import cli_runtime, operator, out, system_app
+from appliance.cli.common import (
+    AsJson,
+    cli_runtime,
+    operator,
+    out,
+    print_table,
+    system_app,
+    write_json,
+)
 from appliance.core.db import utcnow
 
 Reason = Annotated[str | None, typer.Option(help="Why; shown to admins and audited.")]
@@ -23,23 +30,29 @@ def _flip(name: str, on: bool, reason: str | None) -> None:
 
 
 @system_app.command("status")
-def system_status() -> None:
+def system_status(as_json: AsJson = False) -> None:
     """Show the switches and who flipped them last."""
     # start-up cost: admin.routes imports FastAPI and deps (~0.4 s), only for this command
     from appliance.admin.routes import switches_out
 
     with cli_runtime() as rt, rt.sessions() as session:
         states = switches_out(session, crypto=rt.crypto)
-    table = Table("switch", "state", "changed by", "changed at (UTC)", "reason")
-    for name, s in states:
-        table.add_row(
-            name,
-            "ON" if s.on else "off",
-            s.changed_by or "",
-            s.changed_at.strftime("%Y-%m-%d %H:%M:%S") if s.changed_at else "",
-            s.reason or "",
-        )
-    out.print(table)
+    if as_json:
+        write_json([{"name": name, **s.model_dump(mode="json")} for name, s in states])
+        return
+    print_table(
+        ["switch", "state", "changed by", "changed at (UTC)", "reason"],
+        [
+            [
+                name,
+                "ON" if s.on else "off",
+                s.changed_by,
+                s.changed_at.strftime("%Y-%m-%d %H:%M:%S") if s.changed_at else "",
+                s.reason,
+            ]
+            for name, s in states
+        ],
+    )
 
 
 @system_app.command("pause-answering")

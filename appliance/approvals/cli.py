@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column
 
 from appliance.approvals import service
 from appliance.approvals.schemas import approval_out
 from appliance.audit import service as audit
 from appliance.auth import service as users
-from appliance.cli.common import approvals_app, cli_runtime, operator, out
+from appliance.cli.common import (
+    AsJson,
+    approvals_app,
+    cli_runtime,
+    operator,
+    out,
+    print_table,
+    write_json,
+)
 from appliance.core.db import utcnow
 
 AsAdmin = Annotated[
@@ -27,7 +36,7 @@ def approvals_list(
     status: Annotated[
         str | None, typer.Option(help="pending, approved, rejected or expired.")
     ] = "pending",
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Show requests (pending ones by default), newest first."""
     with cli_runtime() as rt, rt.sessions() as session:
@@ -36,22 +45,31 @@ def approvals_list(
             for r in service.list_requests(session, now=utcnow(), status=status)
         ]
     if as_json:
-        for r in rows:
-            print(r.model_dump_json())  # noqa: T201 - machine output
+        write_json([r.model_dump(mode="json") for r in rows])
         return
-    table = Table("kind", "for", "params", "requester", "status", "expires (UTC)")
-    table.add_column("id", no_wrap=True)
-    for r in rows:
-        table.add_row(
-            r.kind,
-            r.target or "",
-            str(r.params)[:60],
-            r.requester,
-            r.status,
-            r.expires_at.strftime("%Y-%m-%d %H:%M"),
-            r.id,
-        )
-    out.print(table)
+    print_table(
+        [
+            "kind",
+            "for",
+            "params",
+            "requester",
+            "status",
+            Column("expires (UTC)", no_wrap=True),
+            Column("id", no_wrap=True),
+        ],
+        [
+            [
+                r.kind,
+                r.target,
+                json.dumps(r.params, sort_keys=True),
+                r.requester,
+                r.status,
+                r.expires_at.strftime("%Y-%m-%d %H:%M"),
+                r.id,
+            ]
+            for r in rows
+        ],
+    )
 
 
 def _decide(request_id: str, admin_name: str, *, approve: bool) -> str:

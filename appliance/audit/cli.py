@@ -12,13 +12,21 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column
 from sqlalchemy.orm import Session
 
 from appliance.audit import query as audit_query
 from appliance.audit import service as audit
 from appliance.audit.query import Filters
-from appliance.cli.common import audit_app, cli_runtime, operator, out
+from appliance.cli.common import (
+    AsJson,
+    audit_app,
+    cli_runtime,
+    operator,
+    out,
+    print_table,
+    write_json,
+)
 from appliance.core.errors import InvalidInput
 
 FromOpt = Annotated[
@@ -124,28 +132,38 @@ def audit_search(
     target: TargetOpt = None,
     outcome: OutcomeOpt = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Most entries to show.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Show the newest matching entries; erased users appear as pseudonyms."""
     with cli_runtime() as rt, rt.sessions() as session:
         filters = _filters(session, since, until, actor, action, target, outcome)
         page = audit_query.search(session, filters=filters, limit=limit, crypto=rt.crypto)
     if as_json:
-        for entry in page.entries:
-            print(json.dumps(entry.to_json(), sort_keys=True))  # noqa: T201 - machine output
+        write_json([entry.to_json() for entry in page.entries])
         return
-    table = Table("id", "time (UTC)", "actor", "action", "target", "outcome", "details")
-    for e in page.entries:
-        table.add_row(
-            str(e.id),
-            e.ts.strftime("%Y-%m-%d %H:%M:%S"),
-            e.actor_name,
-            e.action,
-            e.target_name or e.target or "",
-            e.outcome,
-            json.dumps(e.details, sort_keys=True)[:80],
-        )
-    out.print(table)
+    print_table(
+        [
+            "id",
+            Column("time (UTC)", no_wrap=True),
+            "actor",
+            "action",
+            "target",
+            "outcome",
+            "details",
+        ],
+        [
+            [
+                str(e.id),
+                e.ts.strftime("%Y-%m-%d %H:%M:%S"),
+                e.actor_name,
+                e.action,
+                e.target_name or e.target,
+                e.outcome,
+                json.dumps(e.details, sort_keys=True),
+            ]
+            for e in page.entries
+        ],
+    )
 
 
 @audit_app.command("export")

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from appliance.acl.principals import add_member, remove_member
 from appliance.auth import service as users
 from appliance.auth import throttle
-from appliance.cli.common import cli_runtime, groups_app, operator, out, users_app
+from appliance.cli.common import (
+    AsJson,
+    cli_runtime,
+    groups_app,
+    operator,
+    out,
+    print_table,
+    users_app,
+    write_json,
+)
 from appliance.core.db import utcnow
 from appliance.core.places import CHAT_KEY
 
@@ -39,36 +46,43 @@ def users_create(
 
 
 @users_app.command("list")
-def users_list(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
-) -> None:
+def users_list(as_json: AsJson = False) -> None:
     """List accounts with role, state, second factor and lockout."""
     with cli_runtime() as rt, rt.sessions() as session:
-        table = Table("username", "role", "active", "totp", "must change password", "locked until")
-        for u in users.list_users(session):
-            locked = throttle.account_locked_until(session, username=u.username, now=utcnow())
-            item = {
-                "id": u.id,
-                "username": u.username,
-                "role": u.role,
-                "active": u.is_active,
-                "totp_enrolled": u.totp_enrolled,
-                "must_change_password": u.must_change_password,
-                "locked_until": locked.isoformat() if locked else None,
-            }
-            if as_json:
-                sys.stdout.write(json.dumps(item) + "\n")
-            else:
-                table.add_row(
-                    u.username,
-                    u.role,
-                    "yes" if u.is_active else "[red]no[/red]",
-                    "enrolled" if u.totp_enrolled else "not yet",
-                    "yes" if u.must_change_password else "",
-                    locked.isoformat() if locked else "",
-                )
-    if not as_json:
-        out.print(table)
+        listed = [
+            (u, throttle.account_locked_until(session, username=u.username, now=utcnow()))
+            for u in users.list_users(session)
+        ]
+    if as_json:
+        write_json(
+            [
+                {
+                    "id": u.id,
+                    "username": u.username,
+                    "role": u.role,
+                    "active": u.is_active,
+                    "totp_enrolled": u.totp_enrolled,
+                    "must_change_password": u.must_change_password,
+                    "locked_until": locked,
+                }
+                for u, locked in listed
+            ]
+        )
+        return
+    print_table(
+        ["username", "role", "active", "totp", "must change password", "locked until"],
+        [
+            [
+                u.username,
+                u.role,
+                "yes" if u.is_active else Text("no", style="red"),
+                "enrolled" if u.totp_enrolled else "not yet",
+                "yes" if u.must_change_password else "",
+                locked.isoformat() if locked else "",
+            ]
+            for u, locked in listed
+        ],
+    )
 
 
 def _user_action(name: str, action: str) -> str | None:
@@ -157,20 +171,17 @@ def groups_create(name: GroupName) -> None:
 
 
 @groups_app.command("list")
-def groups_list(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
-) -> None:
+def groups_list(as_json: AsJson = False) -> None:
     """List groups and their members."""
     with cli_runtime() as rt, rt.sessions() as session:
-        table = Table("group", "members")
-        for group, members in users.list_groups(session):
-            names = [m.username for m in members]
-            if as_json:
-                sys.stdout.write(json.dumps({"name": group.name, "members": names}) + "\n")
-            else:
-                table.add_row(group.name, ", ".join(names))
-    if not as_json:
-        out.print(table)
+        listed = [
+            (group.id, group.name, [m.username for m in members])
+            for group, members in users.list_groups(session)
+        ]
+    if as_json:
+        write_json([{"id": i, "name": name, "members": names} for i, name, names in listed])
+        return
+    print_table(["group", "members"], [[name, ", ".join(names)] for _, name, names in listed])
 
 
 def _membership(group: str, user: str, *, add: bool) -> bool:

@@ -13,10 +13,18 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from appliance.chat import operator as asking
-from appliance.cli.common import cli_runtime, err, operator, out, settings, top_app
+from appliance.cli.common import (
+    cli_runtime,
+    err,
+    operator,
+    out,
+    print_table,
+    settings,
+    top_app,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from appliance.operator_socket import OperatorClient
@@ -35,7 +43,12 @@ def search_cmd(
     question: Annotated[str, typer.Argument(help="The question, as a user would ask it.")],
     as_user: Annotated[str, typer.Option("--as", help="Search with exactly this user's access.")],
     k: Annotated[int, typer.Option("--k", min=1, max=100, help="How many passages.")] = 6,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the passages as one JSON array of objects instead of the table."
+        ),
+    ] = False,
 ) -> None:
     """Print the ranked passages retrieval would hand the model for this user."""
     client = _reach()
@@ -48,23 +61,26 @@ def search_cmd(
             )
             rows = [s.public() for s in found]
     if as_json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        write_json(rows)
         return
     if not rows:
         out.print("No passage this user may read matches the question.")
         return
-    table = Table("#", "score", "document", "title", "page", "heading", "snippet")
-    for s in rows:
-        table.add_row(
-            str(s["rank"]),
-            f"{s['score']:.3f}",
-            s["filename"],
-            s["title"] or "",
-            "" if s["page"] is None else str(s["page"]),
-            s["heading"] or "",
-            str(s["snippet"])[:80].replace("\n", " "),
-        )
-    out.print(table)
+    print_table(
+        ["#", "score", "document", "title", "page", "heading", "snippet"],
+        [
+            [
+                str(s["rank"]),
+                f"{s['score']:.3f}",
+                s["filename"],
+                s["title"],
+                "" if s["page"] is None else str(s["page"]),
+                s["heading"],
+                " ".join(str(s["snippet"]).split()),
+            ]
+            for s in rows
+        ],
+    )
 
 
 def _events(as_user: str, question: str, conversation: str | None) -> Iterator[tuple[str, Any]]:

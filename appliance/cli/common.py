@@ -1,14 +1,21 @@
-"""What every command shares: the operator, settings, consoles, `cli_runtime` and the groups."""
+"""What every command shares: operator, settings, consoles, tables, JSON, `cli_runtime`, groups."""
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
-from collections.abc import Iterator
+import json
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
+from rich.table import Column, Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 from appliance import wiring
@@ -17,8 +24,82 @@ from appliance.core.config import Settings, get_settings
 from appliance.core.errors import NotFound
 from appliance.core.runtime import Runtime, open_runtime
 
-out = Console()
-err = Console(stderr=True)
+
+class _Console(Console):
+    """A Rich console that wraps text to a terminal's width, and never into a pipe or file.
+
+    Rich takes 80 columns when its stream is not a terminal, so a long path or reason
+    written to `grep` or a log would be broken over lines; there it writes whole lines.
+    """
+
+    def print(self, *objects: Any, soft_wrap: bool | None = None, **options: Any) -> None:
+        """Print as Rich does; whole lines (soft wrap) when the stream is not a terminal."""
+        if soft_wrap is None and not self.file.isatty():
+            soft_wrap = True
+        super().print(*objects, soft_wrap=soft_wrap, **options)
+
+
+out = _Console()
+err = _Console(stderr=True)
+
+Cell = str | Text | None
+"""A table cell: plain text (never read as Rich markup), a styled `Text`, or None (empty)."""
+
+AsJson = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print the rows as one JSON array of objects instead of the table, for scripts.",
+    ),
+]
+
+
+SHORT_CELL = 12
+"""On a terminal, a column whose values are all this short stays whole; longer ones fold."""
+
+
+def print_table(columns: Sequence[str | Column], rows: Iterable[Sequence[Cell]]) -> None:
+    """Print a table on stdout with every value whole, never cut with an ellipsis.
+
+    On a terminal it is a Rich table: columns of short values stay on one line and long
+    values fold onto further lines. Into a pipe or a file it is plain lines, one per row,
+    columns aligned by spaces, no box and no width limit, so `grep`, `cut`, `sort` and
+    `less` see full names, ids and paths. Pass a `Column(header, no_wrap=True)` for a
+    column a terminal should keep on one line (an id to copy, a time).
+    """
+    cells = [[v if isinstance(v, Text) else Text(v or "") for v in row] for row in rows]
+    heads = [c if isinstance(c, Column) else Column(c) for c in columns]
+    if out.file.isatty():
+        table = Table(*(_folding(c, [row[i] for row in cells]) for i, c in enumerate(heads)))
+        for row in cells:
+            table.add_row(*row)
+        out.print(table)
+        return
+    lines = [[str(c.header) for c in heads]]
+    lines += [[" ".join(t.plain.replace("\t", " ").splitlines()) for t in row] for row in cells]
+    widths = [max(cell_len(line[i]) for line in lines) for i in range(len(heads))]
+    for line in lines:
+        padded = [v + " " * (w - cell_len(v)) for v, w in zip(line, widths, strict=True)]
+        out.file.write("  ".join(padded).rstrip() + "\n")
+
+
+def _folding(column: Column, values: list[Text]) -> Column:
+    """A terminal column that folds long values and keeps a column of short ones whole."""
+    short = all(v.cell_len <= SHORT_CELL for v in values)
+    return replace(column, overflow="fold", no_wrap=column.no_wrap or short)
+
+
+def write_json(data: object) -> None:
+    """Write one JSON document to stdout and nothing else: times in ISO 8601, paths as text."""
+    out.file.write(json.dumps(data, indent=2, default=_json_value) + "\n")
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, dt.date):  # datetimes too
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def operator() -> str:

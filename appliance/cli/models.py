@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from appliance.audit import service as audit
-from appliance.cli.common import cli_runtime, models_app, operator, out, settings
+from appliance.cli.common import (
+    AsJson,
+    cli_runtime,
+    models_app,
+    operator,
+    out,
+    print_table,
+    settings,
+    write_json,
+)
 from models.manifest import ModelRegistry
 from models.manifest import verify as verify_entry
 from models.protocols import ModelError
@@ -22,7 +29,7 @@ def models_list(
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Hash every file (slow).")
     ] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Show bundled and registered models, and whether each file matches its sha256."""
     current = settings()
@@ -52,26 +59,32 @@ def models_list(
             }
         )
     if as_json:
-        for row in rows:
-            sys.stdout.write(json.dumps(row) + "\n")
+        write_json(rows)
         return
-    table = Table("name", "kind", "source", "context", "licence", "verified", "active", "path")
-    for row in rows:
-        if row["verified"] is None:
-            status = "not checked"
-        else:
-            status = "[green]yes[/green]" if row["verified"] else f"[red]NO[/red]: {row['problem']}"
-        table.add_row(
-            str(row["name"]),
-            str(row["kind"]),
-            str(row["source"]),
-            str(row["context_length"]),
-            str(row["licence"]),
-            status,
-            "yes" if row["active"] else "",
-            str(row["path"]),
-        )
-    out.print(table)
+    print_table(
+        ["name", "kind", "source", "context", "licence", "verified", "active", "path"],
+        [
+            [
+                str(row["name"]),
+                str(row["kind"]),
+                str(row["source"]),
+                str(row["context_length"]),
+                str(row["licence"]),
+                _verified(row["verified"], row["problem"]),
+                "yes" if row["active"] else "",
+                str(row["path"]),
+            ]
+            for row in rows
+        ],
+    )
+
+
+def _verified(verified: object, problem: object) -> Text:
+    if verified is None:
+        return Text("not checked")
+    if verified:
+        return Text("yes", style="green")
+    return Text.assemble(("NO", "red"), f": {problem}")
 
 
 @models_app.command("add")

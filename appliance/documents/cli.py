@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +14,6 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 from sqlalchemy import select
 
 from appliance.acl import rules
@@ -24,7 +21,17 @@ from appliance.acl import service as acl
 from appliance.acl.principals import principals_for, resolve_principal
 from appliance.admin import service as switches
 from appliance.auth import service as users
-from appliance.cli.common import cli_runtime, docs_app, err, operator, out, top_app
+from appliance.cli.common import (
+    AsJson,
+    cli_runtime,
+    docs_app,
+    err,
+    operator,
+    out,
+    print_table,
+    top_app,
+    write_json,
+)
 from appliance.core.errors import NotFound
 from appliance.core.runtime import Runtime
 from appliance.documents import service as docs
@@ -162,7 +169,7 @@ def docs_list(
     as_user: Annotated[
         str | None, typer.Option("--as", help="Show only what this user may read.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """List documents with their state (all of them, or those a user may read)."""
     with cli_runtime() as rt, rt.sessions() as session:
@@ -171,10 +178,8 @@ def docs_list(
             principals = principals_for(session, users.get_user_by_name(session, as_user))
             # Exactly what the user may read: live (indexed) and granted, nothing in progress.
             query = rules.readable_documents_query(principals).order_by(Document.created_at)
-        rows = session.execute(query).scalars().all()
-        table = Table("id", "filename", "state", "pages", "chunks", "classification", "reason")
-        for d in rows:
-            item = {
+        rows = [
+            {
                 "id": d.id,
                 "filename": docs.filename_of(rt.crypto, d),
                 "state": d.state,
@@ -182,16 +187,17 @@ def docs_list(
                 "chunks": d.chunks_total,
                 "classification": d.classification,
                 "reason": d.error_reason,
+                "created_at": d.created_at,
             }
-            if as_json:
-                sys.stdout.write(json.dumps(item) + "\n")
-            else:
-                table.add_row(*(("" if v is None else str(v)) for v in item.values()))
-        if not as_json:
-            if rows:
-                out.print(table)
-            else:
-                out.print("No documents yet. Add some with `appliance ingest PATH`.")
+            for d in session.execute(query).scalars()
+        ]
+    if as_json:
+        write_json(rows)
+    elif rows:
+        columns = ["id", "filename", "state", "pages", "chunks", "classification", "reason"]
+        print_table(columns, [["" if r[c] is None else str(r[c]) for c in columns] for r in rows])
+    else:
+        out.print("No documents yet. Add some with `appliance ingest PATH`.")
 
 
 @docs_app.command("delete")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from appliance.cli.common import cli_runtime, jobs_app, out
+from appliance.cli.common import AsJson, cli_runtime, jobs_app, out, print_table, write_json
 from appliance.jobs.registry import get_job, run_job, status
 
 
@@ -32,26 +30,25 @@ def jobs_run(
 
 
 @jobs_app.command("list")
-def jobs_list(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
-) -> None:
+def jobs_list(as_json: AsJson = False) -> None:
     """List jobs: interval, last run and its result, and when each is next due."""
     with cli_runtime() as rt:
-        rows = status(rt)
+        rows = [row.public() for row in status(rt)]
     if as_json:
-        for row in rows:
-            sys.stdout.write(json.dumps(row.public()) + "\n")
+        write_json(rows)
         return
-    table = Table("job", "every", "last run", "outcome", "result", "next due", "running")
-    for row in rows:
-        data = row.public()
-        table.add_row(
-            row.name,
-            f"{row.interval_seconds} s",
-            data["last_run_at"] or "never",
-            row.last_outcome or "",
-            json.dumps(row.last_result) if row.last_result else "",
-            data["next_due"] or "at the next check",
-            row.running_by or "",
-        )
-    out.print(table)
+    print_table(
+        ["job", "every", "last run", "outcome", "result", "next due", "running"],
+        [
+            [
+                row["name"],
+                f"{row['interval_seconds']} s",
+                row["last_run_at"] or "never",
+                row["last_outcome"],
+                json.dumps(row["last_result"]) if row["last_result"] else "",
+                row["next_due"] or "at the next check",
+                row["running_by"],
+            ]
+            for row in rows
+        ],
+    )

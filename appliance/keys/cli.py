@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from appliance.cli.common import cli_runtime, err, keys_app, operator, out
+from appliance.cli.common import cli_runtime, err, keys_app, operator, out, print_table, write_json
 from appliance.keys import rotation
 from appliance.keys.check import check_keys
 
@@ -85,18 +82,28 @@ def keys_retire(
 
 @keys_app.command("check")
 def keys_check(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON object instead of the table: ok, primary, keks (data keys "
+            "per KEK), data_keys, rotation_pending, problems.",
+        ),
+    ] = False,
 ) -> None:
     """Unwrap every data key and match the key store with the database; exit 1 on a problem."""
     with cli_runtime() as rt, rt.sessions() as session:
         report = check_keys(session=session, crypto=rt.crypto)
     if as_json:
-        sys.stdout.write(json.dumps(report.public(), indent=2) + "\n")
+        write_json(report.public())
     else:
-        table = Table("KEK", "primary", "data keys")
-        for kek, count in report.keks.items():
-            table.add_row(kek, "yes" if kek == report.primary else "", str(count))
-        out.print(table)
+        print_table(
+            ["KEK", "primary", "data keys"],
+            [
+                [kek, "yes" if kek == report.primary else "", str(count)]
+                for kek, count in report.keks.items()
+            ],
+        )
         if report.rotation_pending:
             out.print(
                 f"{report.rotation_pending} data key(s) are not yet wrapped by the primary "

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from appliance.cli.common import cli_runtime, docs_app, operator, out, retention_app
+from appliance.cli.common import (
+    cli_runtime,
+    docs_app,
+    operator,
+    out,
+    print_table,
+    retention_app,
+    write_json,
+)
 from appliance.core.db import utcnow
 from appliance.core.errors import InvalidInput
 from appliance.documents import service as docs
@@ -19,7 +25,14 @@ from appliance.retention import service as retention
 
 @retention_app.command("show")
 def retention_show(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON object instead of the table: the policies (a list) and the "
+            "number of documents under legal hold.",
+        ),
+    ] = False,
 ) -> None:
     """Print each policy: the value in force, the setting, and any admin override."""
     with cli_runtime() as rt, rt.sessions() as session:
@@ -38,18 +51,23 @@ def retention_show(
         ]
         held = retention.held_count(session)
     if as_json:
-        sys.stdout.write(json.dumps({"policies": rows, "documents_on_hold": held}) + "\n")
+        write_json({"policies": rows, "documents_on_hold": held})
         return
-    table = Table("policy", "in force (days)", "setting", "override", "by")
-    for r in rows:
-        table.add_row(
-            str(r["policy"]),
-            "forever" if r["effective"] is None else str(r["effective"]),
-            "forever" if r["setting"] is None else str(r["setting"]),
-            ("forever" if r["override"] is None else str(r["override"])) if r["overridden"] else "",
-            str(r["by"] or ""),
-        )
-    out.print(table)
+    print_table(
+        ["policy", "in force (days)", "setting", "override", "by"],
+        [
+            [
+                str(r["policy"]),
+                "forever" if r["effective"] is None else str(r["effective"]),
+                "forever" if r["setting"] is None else str(r["setting"]),
+                ("forever" if r["override"] is None else str(r["override"]))
+                if r["overridden"]
+                else "",
+                str(r["by"] or ""),
+            ]
+            for r in rows
+        ],
+    )
     out.print(f"{held} document(s) under legal hold.")
 
 

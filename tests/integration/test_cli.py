@@ -96,7 +96,7 @@ def test_models_list_verifies_bundled_models_and_add_refuses_a_wrong_hash(
     assert run_cli(env, "init").returncode == 0
     listed = run_cli(env, "models", "list", "--json")
     assert listed.returncode == 0, listed.stderr
-    rows = {r["name"]: r for r in map(json.loads, listed.stdout.splitlines())}
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
     assert rows["smollm2-135m-instruct-q4_1"]["verified"] is True
     assert rows["all-minilm-l6-v2"]["verified"] is True
     assert rows["smollm2-135m-instruct-q4_1"]["active"] is True

@@ -25,7 +25,7 @@ def _cli(*args: str) -> Result:
 def _listed(user: str) -> list[str]:
     result = _cli("docs", "list", "--as", user, "--json")
     assert result.exit_code == 0, result.output
-    return [json.loads(line)["filename"] for line in result.stdout.splitlines() if line]
+    return [row["filename"] for row in json.loads(result.stdout)]
 
 
 @pytest.fixture

@@ -108,7 +108,7 @@ def test_operator_exports_directly_and_is_audited(
 
     found = cli.invoke(app, ["audit", "search", "--action", "audit.export", "--json"])
     assert found.exit_code == 0
-    assert len(found.output.strip().splitlines()) == 2
+    assert len(json.loads(found.stdout)) == 2
 
 
 def test_system_switches_from_the_shell(cli: CliRunner, runtime: Runtime) -> None:
@@ -148,7 +148,7 @@ def test_approve_from_the_shell_needs_another_admin(cli: CliRunner, runtime: Run
         s.commit()
         req_id, pat_id = req.id, pat.id
     listed = cli.invoke(app, ["approvals", "list", "--json"])
-    assert [json.loads(line)["id"] for line in listed.output.splitlines()] == [req_id]
+    assert [row["id"] for row in json.loads(listed.stdout)] == [req_id]
     own = cli.invoke(app, ["approvals", "approve", req_id, "--as", "ada"])
     assert isinstance(own.exception, PermissionDenied)
     ok = cli.invoke(app, ["approvals", "approve", req_id, "--as", "admin"])

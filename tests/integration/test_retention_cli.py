@@ -78,7 +78,7 @@ def test_hold_release_retain_and_jobs(rt: Runtime) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["documents_held"] == 1
     result = _cli("jobs", "list", "--json")
-    jobs = {j["name"]: j for j in map(json.loads, result.stdout.splitlines())}
+    jobs = {j["name"]: j for j in json.loads(result.stdout)}
     assert jobs["retention"]["last_outcome"] == "ok"
     assert jobs["retention"]["next_due"] is not None
     assert jobs["cleanup"]["last_run_at"] is None
