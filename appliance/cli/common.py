@@ -54,7 +54,7 @@ AsJson = Annotated[
 ]
 
 
-SHORT_CELL = 12
+SHORT_CELL = 16
 """On a terminal, a column whose values are all this short stays whole; longer ones fold."""
 
 

@@ -31,7 +31,7 @@ from tests.fixtures.app import add_user, inline_worker, instance_env, make_setti
 
 LONG_USER = "magdalena.konstantinopoulou-vanderberg.finance-controlling-emea"  # 63 of 64
 LONG_GROUP = "regional-finance-controlling-and-treasury-operations-europe-middle-east-africa"
-LONG_FILE = "quarterly-travel-and-expenses-policy-for-the-regional-sales-offices-2026-final.md"
+LONG_FILE = "quarterly-travel-and-expenses-policy-for-the-regional-sales-offices-2026-[final].md"
 LONG_REASON = "replacing the chat model with the larger one the works council approved in November"
 ELLIPSIS = "\u2026"
 
