@@ -8,8 +8,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from appliance import __version__, wiring
 from appliance.admin.routes import router as admin_system_router
@@ -27,6 +30,7 @@ from appliance.middleware import access_log, proxy
 from appliance.middleware.csrf import install as install_csrf
 from appliance.middleware.read_only import ReadOnlyGuard
 from appliance.operator_socket import OperatorSocket
+from appliance.pages.routes import error_page
 from appliance.pages.routes import router as pages_router
 from appliance.privacy.routes import admin_router as privacy_admin_router
 from appliance.privacy.routes import router as privacy_router
@@ -36,6 +40,26 @@ from appliance.retention.routes import router as retention_router
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+HTTP_MESSAGES = {
+    404: "There is no page at this address. It may have moved, or the address has a typo.",
+    405: "There is no page at this address.",
+}
+SERVER_ERROR = (
+    "The appliance failed on this request; the error is logged on the server. Try again; "
+    "if it keeps failing, tell an administrator."
+)
+
+
+def wants_page(request: Request) -> bool:
+    """Whether to answer an error as a page: a browser asking for HTML, not /api or /static.
+
+    API clients keep JSON whatever they accept."""
+    path = request.url.path
+    if path.startswith(("/api/", "/static/")) or path in ("/api", "/healthz", "/openapi.json"):
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -113,10 +137,27 @@ def create_app(
     proxy.install(app, settings)
 
     @app.exception_handler(ApplianceError)
-    async def appliance_error(_request: Request, exc: ApplianceError) -> JSONResponse:
+    async def appliance_error(request: Request, exc: ApplianceError) -> Response:
+        if wants_page(request):
+            return await run_in_threadpool(error_page, request, exc.status_code, exc.message)
         return JSONResponse(
             {"error": exc.code, "message": exc.message}, status_code=exc.status_code
         )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Unknown addresses (and other HTTP errors) as a page for browsers, JSON for APIs."""
+        if wants_page(request):
+            message = HTTP_MESSAGES.get(exc.status_code, str(exc.detail))
+            return await run_in_threadpool(error_page, request, exc.status_code, message)
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(500)
+    async def server_error(request: Request, exc: Exception) -> Response:
+        """A bug: the server logs it (the exception goes on up); the person sees what to do."""
+        if wants_page(request):
+            return await run_in_threadpool(error_page, request, 500, SERVER_ERROR)
+        return JSONResponse({"error": "internal_error", "message": SERVER_ERROR}, status_code=500)
 
     async def library_error(_request: Request, exc: Exception) -> JSONResponse:
         """A model, index or parser error that escaped its adapter: translated, never a 500."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class SwitchOut(BaseModel):
@@ -14,6 +14,7 @@ class SwitchOut(BaseModel):
     changed_by: str | None = Field(description="Who flipped it last (a username or pseudonym).")
     changed_at: dt.datetime | None
     reason: str | None
+    back_by: dt.datetime | None = Field(None, description="When the service should be back.")
 
 
 class SwitchesOut(BaseModel):
@@ -42,4 +43,40 @@ class SwitchesIn(BaseModel):
             "endpoint; questions are refused too (they store chat history)."
         ),
     )
-    reason: str | None = Field(None, max_length=500, description="Why; shown to admins.")
+    reason: str | None = Field(
+        None,
+        max_length=500,
+        description="Why; shown to admins, and to users while answering is paused or the "
+        "appliance is read-only. It may be left out, but not blank.",
+    )
+    back_by: dt.datetime | None = Field(
+        None,
+        description="When the service is expected back (with a time zone); shown to users "
+        "as 'back by ...' while the switches it comes with are on.",
+    )
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(
+                "Give a reason: other admins see it, and users see it while the service is paused."
+            )
+        return value.strip() if value is not None else None
+
+    @field_validator("back_by")
+    @classmethod
+    def _zoned(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("Give the time with a zone, e.g. 2026-12-03T14:00:00Z.")
+        return value
+
+
+class ObjectLabel(BaseModel):
+    """How an admin page names an object: words the admin may see, and where it is shown.
+
+    ``text`` is a username, a group name, or a document's allowed name; ``href`` the admin
+    page that shows the object (None when there is none)."""
+
+    text: str
+    href: str | None = None

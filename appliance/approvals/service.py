@@ -518,3 +518,45 @@ def reject(
     session.commit()
     session.refresh(req)
     return req
+
+
+SECOND_ADMIN_HOW = (
+    "Someone with shell access to the server creates one with "
+    "`appliance users create NAME --admin`; once that admin has signed in (and enrolled "
+    "an authenticator), they can approve."
+)
+
+
+def other_approvers(session: Session, requester: User) -> list[User]:
+    """The other active admins: the people who could approve this admin's requests."""
+    rows = session.execute(
+        select(User).where(User.role == "admin", User.is_active.is_(True), User.id != requester.id)
+    ).scalars()
+    return list(rows)
+
+
+def second_admin_note(session: Session, requester: User, *, general: bool = False) -> str | None:
+    """Why a held action of this admin cannot be finished yet, and how to fix it; or None.
+
+    None while another active admin who has signed in (enrolled a second factor) exists.
+    ``general`` words it for a page rather than for one request.
+    """
+    others = other_approvers(session, requester)
+    if any(u.totp_enrolled for u in others):
+        return None
+    lead = (
+        "Two-person actions (making an admin, lifting a legal hold, exporting the audit "
+        "log, ...) wait here for a second admin"
+        if general
+        else "A second admin must approve this"
+    )
+    if others:
+        names = ", ".join(sorted(u.username for u in others))
+        verb = "has" if len(others) == 1 else "have"
+        return (
+            f"{lead}, and no other admin can yet: {names} {verb} not finished signing in "
+            "for the first time. They can approve once they have."
+        )
+    return f"{lead}, but you are the only active admin, so nobody can approve yet. " + (
+        SECOND_ADMIN_HOW
+    )

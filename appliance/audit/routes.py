@@ -5,25 +5,29 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
+from appliance.admin.routes import object_label
 from appliance.approvals import service as approvals
-from appliance.approvals.schemas import ApprovalRequestOut, approval_out
+from appliance.approvals.routes import shaped
+from appliance.approvals.schemas import ApprovalRequestOut
 from appliance.audit import query as audit_query
 from appliance.audit import service
 from appliance.audit.schemas import (
     AuditEntryOut,
     AuditPageOut,
     CheckpointBody,
+    DetailField,
     ExportRequestIn,
     VerifyIn,
     VerifyOut,
 )
 from appliance.auth import service as users
+from appliance.auth.tables import User
 from appliance.core.errors import PermissionDenied
 from appliance.core.runtime import Runtime
 from appliance.deps import (
@@ -80,6 +84,54 @@ def _filters(
         action=action,
         target=target,
         outcome=outcome,
+    )
+
+
+_DOC_KEYS = ("doc", "doc_id", "document")
+_LIST_SHOWN = 8
+
+
+def _readable(session: Session, rt: Runtime, viewer: User, key: str, value: Any) -> str:
+    """A detail value in words: principals and documents by the names the viewer may see."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        ref = f"doc:{value}" if key in _DOC_KEYS and ":" not in value else value
+        label = object_label(session, rt.crypto, viewer, ref) if ":" in ref else None
+        return label.text if label is not None else value
+    if isinstance(value, list):
+        shown = [_readable(session, rt, viewer, key, v) for v in value[:_LIST_SHOWN]]
+        more = len(value) - len(shown)
+        return ", ".join(shown) + (f" and {more} more" if more > 0 else "") or "none"
+    if isinstance(value, dict):
+        return "; ".join(
+            f"{k.replace('_', ' ')}: {_readable(session, rt, viewer, k, v)}"
+            for k, v in value.items()
+            if v is not None
+        )
+    return str(value)
+
+
+def _entry_out(
+    session: Session, rt: Runtime, viewer: User, entry: audit_query.Entry
+) -> AuditEntryOut:
+    """An entry with names instead of ids: its actor, target and details."""
+    target = object_label(session, rt.crypto, viewer, entry.target)
+    actor = object_label(session, rt.crypto, viewer, entry.actor)
+    fields = [
+        DetailField(
+            label=key.replace("_", " ").capitalize(),
+            value=_readable(session, rt, viewer, key, value),
+        )
+        for key, value in entry.details.items()
+        if value is not None and value != [] and value != {}
+    ]
+    return AuditEntryOut.of(
+        entry,
+        target_name=target.text if target is not None else entry.target_name,
+        target_href=target.href if target is not None else None,
+        actor_href=actor.href if actor is not None and entry.actor.startswith("user:") else None,
+        fields=fields,
     )
 
 
@@ -146,7 +198,8 @@ def search_audit(
     )
     session.commit()
     return AuditPageOut(
-        entries=[AuditEntryOut.of(e) for e in page.entries], next_cursor=page.next_cursor
+        entries=[_entry_out(session, rt, admin, e) for e in page.entries],
+        next_cursor=page.next_cursor,
     )
 
 
@@ -284,7 +337,7 @@ def request_export(
         reason=body.reason,
     )
     session.commit()
-    return approval_out(session, req, crypto=rt.crypto)
+    return shaped(session, rt, admin, req)
 
 
 @router.get("/checkpoint")

@@ -10,8 +10,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from appliance.audit import query as audit_query
 
 
+class DetailField(BaseModel):
+    """One detail of an entry, as a person reads it (ids replaced by allowed names)."""
+
+    label: str
+    value: str
+
+
 class AuditEntryOut(BaseModel):
-    """One audit entry. ``actor_name`` is the username, or a pseudonym once erased."""
+    """One audit entry. ``actor_name`` is the username, or a pseudonym once erased.
+
+    ``target_name`` names the target as the viewing admin may see it (a document by title
+    only where they may read it); ``fields`` are the details in words."""
 
     id: int
     ts: dt.datetime
@@ -25,11 +35,14 @@ class AuditEntryOut(BaseModel):
     details: dict[str, Any]
     prev_hash: str
     entry_hash: str
+    actor_href: str | None = None
+    target_href: str | None = None
+    fields: list[DetailField] = Field(default_factory=list)
 
     @classmethod
-    def of(cls, entry: audit_query.Entry) -> AuditEntryOut:
-        """From the service's entry."""
-        return cls(**entry.to_json())
+    def of(cls, entry: audit_query.Entry, **extra: Any) -> AuditEntryOut:
+        """From the service's entry (plus the readable names the route adds)."""
+        return cls(**{**entry.to_json(), **extra})
 
 
 class AuditPageOut(BaseModel):

@@ -7,13 +7,15 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Query
 from fastapi.responses import JSONResponse
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from appliance.acl import credentials, duties
 from appliance.acl.principals import join, remove_member
 from appliance.approvals import service as approvals
-from appliance.approvals.schemas import ApprovalRequestOut, approval_out
-from appliance.approvals.tables import ApprovalRequest
+from appliance.approvals.routes import shaped
+from appliance.approvals.schemas import ApprovalRequestOut
+from appliance.approvals.tables import PENDING, ApprovalRequest
 from appliance.auth import service, throttle
 from appliance.auth.routes import user_out
 from appliance.auth.schemas import (
@@ -21,6 +23,7 @@ from appliance.auth.schemas import (
     ChangedOut,
     GroupIn,
     GroupOut,
+    GroupRef,
     MemberIn,
     MemberRef,
     OneTimePasswordOut,
@@ -28,7 +31,7 @@ from appliance.auth.schemas import (
     UserCreateIn,
     UserPatchIn,
 )
-from appliance.auth.tables import Group, User
+from appliance.auth.tables import Group, GroupMember, User
 from appliance.core.places import CHAT_KEY
 from appliance.core.runtime import Runtime
 from appliance.deps import (
@@ -50,15 +53,40 @@ HELD: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _held(session: Session, rt: Runtime, held: duties.Held) -> JSONResponse:
-    out = approval_out(session, held.request, crypto=rt.crypto)
+def _held(session: Session, rt: Runtime, admin: User, held: duties.Held) -> JSONResponse:
+    out = shaped(session, rt, admin, held.request)
     return JSONResponse(out.model_dump(mode="json"), status_code=202)
+
+
+def _groups_of(session: Session, user_id: str) -> list[GroupRef]:
+    rows = session.execute(
+        select(Group)
+        .join(GroupMember, GroupMember.group_id == Group.id)
+        .where(GroupMember.user_id == user_id)
+        .order_by(Group.name)
+    ).scalars()
+    return [GroupRef(id=g.id, name=g.name) for g in rows]
+
+
+def _pending_admin(session: Session, user_id: str, now: dt.datetime) -> str | None:
+    return session.execute(
+        select(ApprovalRequest.id)
+        .where(
+            ApprovalRequest.kind == approvals.MAKE_ADMIN,
+            ApprovalRequest.target == f"user:{user_id}",
+            ApprovalRequest.status == PENDING,
+            ApprovalRequest.expires_at > now,
+        )
+        .limit(1)
+    ).scalar_one_or_none()
 
 
 def _admin_user_out(session: Session, user: User, now: dt.datetime) -> AdminUserOut:
     return AdminUserOut(
         **user_out(user).model_dump(),
         locked_until=throttle.account_locked_until(session, username=user.username, now=now),
+        groups=_groups_of(session, user.id),
+        pending_admin=None if user.is_admin else _pending_admin(session, user.id, now),
     )
 
 
@@ -94,6 +122,7 @@ def admin_create_user(
         user=_admin_user_out(session, user, now),
         one_time_password=password,
         approval_id=approval_id,
+        waiting_note=approvals.second_admin_note(session, admin) if held else None,
     )
 
 
@@ -143,7 +172,7 @@ def admin_set_role(
     ):
         req = _request_make_admin(session, rt, admin, user.id, now)
         session.commit()
-        out = approval_out(session, req, crypto=rt.crypto)
+        out = shaped(session, rt, admin, req)
         return JSONResponse(out.model_dump(mode="json"), status_code=202)
     user = service.set_role(session, user_id=user_id, role=body.role, actor=f"user:{admin.id}")
     session.commit()
@@ -201,7 +230,7 @@ def admin_reset_password(
         approval_id=approval_id,
     )
     if isinstance(result, duties.Held):
-        return _held(session, rt, result)
+        return _held(session, rt, admin, result)
     session.commit()
     return OneTimePasswordOut(one_time_password=result)
 
@@ -225,7 +254,7 @@ def admin_reset_totp(
         hold=credentials.hold_resets(rt.settings),
     )
     if isinstance(result, duties.Held):
-        return _held(session, rt, result)
+        return _held(session, rt, admin, result)
     session.commit()
     return _admin_user_out(session, result, now)
 
@@ -309,7 +338,7 @@ def admin_add_member(
         hold_self_grants=approvals.needs_approval(rt.settings, approvals.SELF_GRANT_CONFIDENTIAL),
     )
     if isinstance(result, duties.Held):
-        return _held(session, rt, result)
+        return _held(session, rt, admin, result)
     session.commit()
     return _group_out(session, service.get_group(session, group_id))
 

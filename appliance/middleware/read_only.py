@@ -6,6 +6,7 @@ chain (a read), and the kill-switch endpoint itself so an admin can switch read-
 Everything else that changes state (POST, PUT, PATCH, DELETE) is refused, asking questions
 included, because an answer stores chat history and an audit entry. The switch is read from
 the database per request. The operator's CLI is not refused: the shell is the credential.
+The refusal's message carries the admin's reason and, when given, when it should be back.
 """
 
 from __future__ import annotations
@@ -51,10 +52,11 @@ class ReadOnlyGuard:
             await self.app(scope, receive, send)
             return
         rt: Any = getattr(scope["app"].state, "rt", None)
-        if rt is None or not await run_in_threadpool(_read_only, rt):
+        message = None if rt is None else await run_in_threadpool(_read_only, rt)
+        if message is None:
             await self.app(scope, receive, send)
             return
-        body = json.dumps({"error": "read_only", "message": switches.READ_ONLY_MESSAGE}).encode()
+        body = json.dumps({"error": "read_only", "message": message}).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -69,6 +71,9 @@ class ReadOnlyGuard:
         await send({"type": "http.response.body", "body": body})
 
 
-def _read_only(rt: Any) -> bool:
+def _read_only(rt: Any) -> str | None:
+    """The refusal (with the admin's reason and estimate) while read-only, else None."""
     with rt.sessions() as session:
-        return switches.is_on(session, READ_ONLY)
+        if not switches.is_on(session, READ_ONLY):
+            return None
+        return switches.read_only_message(session)

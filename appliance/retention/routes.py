@@ -10,8 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from appliance.acl import duties, rules
+from appliance.admin.routes import document_label
 from appliance.approvals import service as approvals
+from appliance.audit import query as audit_query
 from appliance.auth.tables import User
+from appliance.core.classification import Classification
 from appliance.core.errors import InvalidInput, NotFound
 from appliance.core.runtime import Runtime
 from appliance.deps import (
@@ -31,6 +34,7 @@ from appliance.retention.schemas import (
     ApprovalPendingOut,
     BulkDeleteIn,
     BulkDeleteOut,
+    HoldCandidateOut,
     HoldIn,
     PolicyIn,
     PolicyOut,
@@ -58,6 +62,7 @@ def _policy_out(session: Session, rt: Runtime) -> PolicyOut:
                 value=json.loads(r.value),
                 updated_by=r.updated_by,
                 updated_at=r.updated_at,
+                updated_by_name=audit_query.describe_actor(session, r.updated_by, crypto=rt.crypto),
             )
             for r in retention.overrides(session).values()
         ],
@@ -72,6 +77,7 @@ def _state(session: Session, doc: Document) -> RetentionStateOut:
         legal_hold=hold is not None,
         held_since=hold.placed_at if hold else None,
         held_by=hold.placed_by if hold else None,
+        held_by_name=audit_query.describe_actor(session, hold.placed_by) if hold else None,
     )
 
 
@@ -179,6 +185,34 @@ def put_policy(
     )
     session.commit()
     return _policy_out(session, rt)
+
+
+@admin_router.get("/retention/documents")
+def hold_candidates(
+    admin: AdminUser, session: SessionDep, rt: RuntimeDep
+) -> list[HoldCandidateOut]:
+    """Documents to place or lift a legal hold on, newest first (at most 1000).
+
+    Each is named as you may see it: its title only where you may read it like anyone
+    else (DESIGN invariant 4), otherwise its classification, owner and upload date."""
+    held = set(session.execute(select(LegalHold.doc_id)).scalars())
+    rows = session.execute(
+        select(Document)
+        .where(Document.state != DELETING)
+        .order_by(Document.created_at.desc())
+        .limit(BULK_MAX)
+    ).scalars()
+    return [
+        HoldCandidateOut(
+            id=d.id,
+            label=document_label(session, rt.crypto, admin, d.id).text,
+            classification=Classification(d.classification),
+            owner=audit_query.describe_actor(session, f"user:{d.owner_id}", crypto=rt.crypto),
+            created_at=d.created_at,
+            legal_hold=d.id in held,
+        )
+        for d in rows
+    ]
 
 
 @router.get("/documents/{doc_id}/retention")

@@ -17,6 +17,7 @@ class PolicyOverrideOut(BaseModel):
     value: int | None
     updated_by: str
     updated_at: dt.datetime
+    updated_by_name: str | None = Field(None, description="Who, by username (or pseudonym).")
 
 
 class PolicyOut(BaseModel):
@@ -70,6 +71,21 @@ class RetentionStateOut(BaseModel):
     legal_hold: bool
     held_since: dt.datetime | None = None
     held_by: str | None = None
+    held_by_name: str | None = Field(None, description="Who placed the hold, by username.")
+
+
+class HoldCandidateOut(BaseModel):
+    """A document an admin may put under legal hold, named as they may see it."""
+
+    id: str
+    label: str = Field(
+        description="Its title where you may read it, else e.g. 'a confidential document "
+        "owned by alice, uploaded 3 Dec 2026'."
+    )
+    classification: Classification
+    owner: str
+    created_at: dt.datetime
+    legal_hold: bool
 
 
 class ApprovalPendingOut(BaseModel):

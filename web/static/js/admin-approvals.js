@@ -1,30 +1,21 @@
 // Admin: the approvals inbox — approve (runs once) or reject another admin's held action.
-import { api, clear, el, showError, toast, when } from "./api.js";
+import { api, clear, el, labelEl, showError, timeEl, toast } from "./api.js";
 
 const tbody = document.getElementById("approvals");
 const errorBox = document.getElementById("approvals-error");
 const filter = document.getElementById("approval-status");
 const me = document.body.dataset.username;
 
-const KINDS = {
-  grant: "Grant access",
-  classify: "Change classification",
-  audit_export: "Export the audit log",
-  lift_legal_hold: "Lift a legal hold",
-  bulk_delete: "Delete documents",
-  make_admin: "Make an admin",
-  shorten_retention: "Keep data for less time",
-};
+const STATUS = { pending: "Waiting", approved: "Approved", rejected: "Rejected", expired: "Expired" };
 
+// The action in words, with links to the people, groups and documents it is about.
 function describe(r) {
-  const details = Object.entries(r.params || {})
-    .map(([key, value]) => `${key}: ${typeof value === "object" ? JSON.stringify(value) : value}`)
-    .join("; ");
+  const links = (r.about || []).filter((a) => a.href);
   return [
-    el("strong", {}, KINDS[r.kind] || r.kind),
-    r.target || r.doc_id ? el("span", { class: "hint" }, ` on ${r.target || `doc:${r.doc_id}`}`) : null,
-    details ? el("p", { class: "hint" }, details) : null,
+    el("strong", {}, r.summary || r.kind),
+    links.length ? el("p", { class: "hint about" }, "See ", links.flatMap((a, i) => [i ? ", " : "", labelEl(a)])) : null,
     r.reason ? el("p", { class: "hint" }, `Reason: ${r.reason}`) : null,
+    r.status === "pending" && r.waiting_note ? el("p", { class: "answer-note" }, r.waiting_note.replace(/`/g, "")) : null,
   ];
 }
 
@@ -54,16 +45,19 @@ async function load() {
     const actions = el("td", { class: "actions" });
     if (r.status === "pending") {
       if (r.requester !== me) {
-        actions.append(el("button", { type: "button", class: "primary", onclick: () => decide(r, "approve") }, "Approve"));
+        actions.append(el("button", { type: "button", class: "primary", "aria-label": `Approve: ${r.summary}`, onclick: () => decide(r, "approve") }, "Approve"));
       }
-      actions.append(el("button", { type: "button", onclick: () => decide(r, "reject") }, r.requester === me ? "Withdraw" : "Reject"));
+      const verb = r.requester === me ? "Withdraw" : "Reject";
+      actions.append(el("button", { type: "button", "aria-label": `${verb}: ${r.summary}`, onclick: () => decide(r, "reject") }, verb));
     }
-    tbody.append(el("tr", {},
+    const row = el("tr", { id: `approval-${r.id}`, dataset: { kind: r.kind } },
       el("td", {}, describe(r)),
-      el("td", {}, r.requester, el("br"), el("span", { class: "hint" }, when(r.created_at))),
-      el("td", {}, r.status, r.decided_by ? ` by ${r.decided_by}` : ""),
-      el("td", {}, when(r.expires_at)),
-      actions));
+      el("td", {}, r.requester, el("br"), el("span", { class: "hint" }, timeEl(r.created_at))),
+      el("td", {}, STATUS[r.status] || r.status, r.decided_by ? ` by ${r.decided_by}` : ""),
+      el("td", {}, timeEl(r.expires_at)),
+      actions);
+    if (location.hash === `#approval-${r.id}`) row.classList.add("target");
+    tbody.append(row);
   }
 }
 

@@ -1,12 +1,17 @@
 // Admin: audit log search (filters, paging) and export (direct, or after a second admin's approval).
-import { api, clear, el, errorFrom, headers, showError, when } from "./api.js";
+import { api, clear, el, errorFrom, headers, labelEl, showError, timeEl } from "./api.js";
 
+const PAGE = 25;
 const form = document.getElementById("audit-filters");
 const tbody = document.getElementById("audit-entries");
-const more = document.getElementById("audit-more");
+const older = document.getElementById("audit-more");
+const newer = document.getElementById("audit-newer");
+const range = document.getElementById("audit-range");
 const errorBox = document.getElementById("audit-error");
 const me = document.body.dataset.username;
-let cursor = null;
+// Keyset paging: the cursor of each page shown so far (null: the newest page).
+let cursors = [null];
+let nextCursor = null;
 
 function filters() {
   const out = {};
@@ -17,40 +22,61 @@ function filters() {
   return out;
 }
 
+// Details as labelled fields, ids already replaced by names the server lets this admin see.
 function details(entry) {
-  const d = entry.details || {};
-  const parts = [];
-  for (const [key, value] of Object.entries(d)) {
-    const text = typeof value === "object" ? JSON.stringify(value) : String(value);
-    parts.push(`${key}: ${text.length > 160 ? `${text.slice(0, 160)}…` : text}`);
-  }
-  return parts.join("; ");
+  const fields = entry.fields || [];
+  if (!fields.length) return "";
+  return el("dl", { class: "fields" }, fields.flatMap((f) => [
+    el("dt", {}, f.label),
+    el("dd", {}, f.value.length > 200 ? `${f.value.slice(0, 200)}…` : f.value),
+  ]));
 }
 
-async function search(append = false) {
+function onWhat(e) {
+  if (!e.target) return "";
+  const name = e.target_name || e.target;
+  const label = labelEl({ text: name, href: e.target_href });
+  const only = el("button", { type: "button", class: "link-like", "aria-label": `Only entries on ${name}`, onclick: () => {
+    document.getElementById("a-target").value = e.target;
+    search();
+  } }, "only these");
+  return [label, " ", only];
+}
+
+async function search(page = 0) {
   errorBox.hidden = true;
-  const params = new URLSearchParams({ ...filters(), limit: "100" });
-  if (append && cursor !== null) params.set("cursor", String(cursor));
-  let page;
+  if (page === 0) cursors = [null];
+  const params = new URLSearchParams({ ...filters(), limit: String(PAGE) });
+  const cursor = cursors[page];
+  if (cursor !== null && cursor !== undefined) params.set("cursor", String(cursor));
+  let result;
   try {
-    page = await api("GET", `/api/admin/audit?${params}`);
+    result = await api("GET", `/api/admin/audit?${params}`);
   } catch (error) {
     showError(errorBox, error);
     return;
   }
-  if (!append) clear(tbody);
-  for (const e of page.entries) {
+  clear(tbody);
+  for (const e of result.entries) {
+    const who = e.actor_href ? labelEl({ text: e.actor_name || e.actor, href: e.actor_href }) : (e.actor_name || e.actor);
     tbody.append(el("tr", { dataset: { action: e.action } },
-      el("td", {}, when(e.ts)),
-      el("td", {}, e.actor_name || e.actor, e.client ? el("span", { class: "hint" }, ` from ${e.client}`) : null),
+      el("td", {}, timeEl(e.ts)),
+      el("td", {}, who, e.client ? el("span", { class: "hint" }, ` from ${e.client}`) : null),
       el("td", {}, el("code", {}, e.action)),
-      el("td", {}, e.target_name || e.target || ""),
+      el("td", {}, onWhat(e)),
       el("td", {}, e.outcome),
       el("td", { class: "details" }, details(e))));
   }
-  cursor = page.next_cursor;
-  more.hidden = cursor === null || cursor === undefined;
-  document.getElementById("audit-empty").hidden = tbody.children.length > 0;
+  nextCursor = result.next_cursor;
+  cursors = cursors.slice(0, page + 1);
+  if (nextCursor !== null && nextCursor !== undefined) cursors.push(nextCursor);
+  older.disabled = nextCursor === null || nextCursor === undefined;
+  newer.disabled = page === 0;
+  older.dataset.page = String(page + 1);
+  newer.dataset.page = String(page - 1);
+  const first = page * PAGE + 1;
+  range.textContent = result.entries.length ? `Entries ${first}–${first + result.entries.length - 1}, newest first` : "";
+  document.getElementById("audit-empty").hidden = result.entries.length > 0;
 }
 
 form.addEventListener("submit", (event) => {
@@ -58,7 +84,13 @@ form.addEventListener("submit", (event) => {
   search();
 });
 form.addEventListener("reset", () => setTimeout(() => search(), 0));
-more.addEventListener("click", () => search(true));
+older.addEventListener("click", () => search(Number(older.dataset.page)));
+newer.addEventListener("click", () => search(Math.max(0, Number(newer.dataset.page))));
+
+const initial = new URLSearchParams(location.search);
+for (const key of ["actor", "action", "target"]) {
+  if (initial.get(key)) document.getElementById(`a-${key}`).value = initial.get(key);
+}
 
 // -- export -----------------------------------------------------------------------------
 
@@ -86,7 +118,7 @@ async function loadRequests() {
   }
   const list = clear(document.getElementById("export-requests"));
   for (const r of rows.filter((x) => x.kind === "audit_export" && x.requester === me)) {
-    const item = el("li", {}, `Export (${(r.params && r.params.format) || "jsonl"}) asked ${when(r.created_at)}: ${r.status}${r.executed_at ? ", downloaded" : ""}`);
+    const item = el("li", {}, `Export (${(r.params && r.params.format) || "jsonl"}) asked `, timeEl(r.created_at), `: ${r.status}${r.executed_at ? ", downloaded" : ""}`);
     if (r.status === "approved" && !r.executed_at) {
       item.append(" ", el("button", { type: "button", class: "primary", onclick: async () => {
         try {
@@ -120,8 +152,8 @@ document.getElementById("export-form").addEventListener("submit", async (event) 
   try {
     const body = { format, reason: reason || null, actor: f.actor || null, action: f.action || null,
       target: f.target || null, outcome: f.outcome || null, since: f.from || null, until: f.to || null };
-    await api("POST", "/api/admin/audit/export-requests", body);
-    exportNotice.textContent = "Exports need a second admin's approval: your request is in the approvals inbox. Download it here once approved.";
+    const held = await api("POST", "/api/admin/audit/export-requests", body);
+    exportNotice.textContent = `Exports need a second admin's approval: your request is in the approvals inbox. Download it here once approved.${held.waiting_note ? ` ${held.waiting_note.replace(/`/g, "")}` : ""}`;
     exportNotice.hidden = false;
     loadRequests();
   } catch (error) {

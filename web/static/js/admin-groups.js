@@ -7,9 +7,10 @@ const errorBox = document.getElementById("groups-error");
 async function act(work, message) {
   errorBox.hidden = true;
   try {
-    await work();
-    if (message) toast(message);
+    const result = await work();
+    if (message) toast(typeof message === "function" ? message(result) : message);
     await load();
+
   } catch (error) {
     showError(errorBox, error);
   }
@@ -32,13 +33,16 @@ function groupCard(group, users) {
   add.addEventListener("submit", (event) => {
     event.preventDefault();
     if (!select.value) return;
-    act(() => api("POST", `/api/admin/groups/${group.id}/members`, { user_id: select.value }), "Member added.");
+    act(() => api("POST", `/api/admin/groups/${group.id}/members`, { user_id: select.value }),
+      (result) => (result && result.status === "pending"
+        ? `Held for a second admin: ${result.summary}. It is in the approvals inbox.${result.waiting_note ? ` ${result.waiting_note.replace(/`/g, "")}` : ""}`
+        : "Member added."));
   });
   const remove = el("button", { type: "button", class: "danger", onclick: async () => {
     if (!(await confirmDialog(`Delete the group ${group.name}? Its grants stop applying at once.`))) return;
     act(() => api("DELETE", `/api/admin/groups/${group.id}`), `Group ${group.name} deleted.`);
   } }, "Delete group");
-  return el("section", { class: "card group", dataset: { name: group.name }, "aria-label": `Group ${group.name}` },
+  return el("section", { class: "card group", id: `group-${group.id}`, dataset: { name: group.name }, "aria-label": `Group ${group.name}` },
     el("h2", {}, group.name), members, add, remove);
 }
 
@@ -54,6 +58,11 @@ async function load() {
   clear(box);
   document.getElementById("groups-empty").hidden = groups.length > 0;
   for (const g of groups) box.append(groupCard(g, users));
+  const target = location.hash && document.getElementById(location.hash.slice(1));
+  if (target) {
+    target.classList.add("target");
+    target.scrollIntoView();
+  }
 }
 
 document.getElementById("create-group").addEventListener("submit", (event) => {

@@ -1,5 +1,5 @@
 // Admin: retention policies (override or reset) and legal hold on a document.
-import { api, clear, el, showError, toast, when } from "./api.js";
+import { api, clear, el, showError, timeEl, toast } from "./api.js";
 
 const LABELS = {
   public_days: "Public documents",
@@ -31,7 +31,7 @@ function render(policy) {
       : null;
     tbody.append(el("tr", {},
       el("td", {}, el("label", { for: `p-${key}` }, label(key)),
-        o ? el("p", { class: "hint" }, `Set by ${o.updated_by}, ${when(o.updated_at)}`) : null),
+        o ? el("p", { class: "hint" }, `Set by ${o.updated_by_name || o.updated_by}, `, timeEl(o.updated_at)) : null),
       el("td", {}, input),
       el("td", {}, policy.settings[key] === null ? "forever" : String(policy.settings[key])),
       el("td", {}, reset)));
@@ -71,15 +71,79 @@ document.getElementById("policy-form").addEventListener("submit", (event) => {
 // -- legal hold -------------------------------------------------------------------------
 
 const holdError = document.getElementById("hold-error");
+const picker = document.getElementById("hold-doc");
+const finder = document.getElementById("hold-filter");
 let docId = null;
+let candidates = [];
+
+function labelOf(id) {
+  const c = candidates.find((d) => d.id === id);
+  return c ? c.label : "This document";
+}
 
 function showHold(state) {
   document.getElementById("hold-state").hidden = false;
-  const parts = [`Document ${state.doc_id}: `];
-  parts.push(state.legal_hold ? `under legal hold since ${when(state.held_since)}${state.held_by ? ` (by ${state.held_by})` : ""}.` : "not under legal hold.");
-  parts.push(state.retain_until ? ` Kept until ${when(state.retain_until)} at least.` : " Kept for its classification's period.");
-  document.getElementById("hold-summary").textContent = parts.join("");
+  const summary = clear(document.getElementById("hold-summary"));
+  const name = labelOf(state.doc_id);
+  summary.append(el("strong", {}, name.charAt(0).toUpperCase() + name.slice(1)), ": ");
+  if (state.legal_hold) {
+    summary.append("under legal hold since ", timeEl(state.held_since), state.held_by ? ` (by ${state.held_by_name || state.held_by})` : "", ".");
+  } else {
+    summary.append("not under legal hold.");
+  }
+  if (state.retain_until) summary.append(" Kept until ", timeEl(state.retain_until), " at least.");
+  else summary.append(" Kept for its classification's period.");
   document.getElementById("hold-place").hidden = state.legal_hold;
+  document.getElementById("hold-lift").hidden = !state.legal_hold;
+  const c = candidates.find((d) => d.id === state.doc_id);
+  if (c) c.legal_hold = state.legal_hold;
+}
+
+function fillPicker() {
+  const needle = finder.value.trim().toLowerCase();
+  const shown = candidates.filter((d) => !needle || d.label.toLowerCase().includes(needle)
+    || d.owner.toLowerCase().includes(needle) || d.classification.includes(needle));
+  clear(picker);
+  picker.append(el("option", { value: "" }, shown.length ? `Choose one of ${shown.length} documents` : "No document matches"));
+  for (const d of shown) {
+    const text = `${d.label}${d.legal_hold ? " (on hold)" : ""}`;
+    picker.append(el("option", { value: d.id, selected: d.id === docId }, text));
+  }
+}
+
+async function pick(id) {
+  holdError.hidden = true;
+  docId = id || null;
+  if (!docId) {
+    document.getElementById("hold-state").hidden = true;
+    return;
+  }
+  try {
+    showHold(await api("GET", `/api/documents/${encodeURIComponent(docId)}/retention`));
+  } catch (error) {
+    document.getElementById("hold-state").hidden = true;
+    showError(holdError, error);
+  }
+}
+
+async function loadCandidates() {
+  try {
+    candidates = await api("GET", "/api/admin/retention/documents");
+  } catch (error) {
+    showError(holdError, error);
+    return;
+  }
+  const wanted = new URLSearchParams(location.search).get("doc");
+  if (wanted && candidates.some((d) => d.id === wanted)) docId = wanted;
+  fillPicker();
+  if (docId) pick(docId);
+}
+
+picker.addEventListener("change", () => pick(picker.value));
+finder.addEventListener("input", fillPicker);
+document.getElementById("hold-lookup").addEventListener("submit", (event) => event.preventDefault());
+
+document.getElementById("hold-place").hidden = state.legal_hold;
   document.getElementById("hold-lift").hidden = !state.legal_hold;
 }
 
@@ -111,7 +175,7 @@ document.getElementById("hold-lift").addEventListener("click", async () => {
   holdError.hidden = true;
   try {
     const result = await api("DELETE", `/api/admin/documents/${encodeURIComponent(docId)}/legal-hold`);
-    if (result.status === "approval_required") toast("Lifting the hold needs a second admin: it is in the approvals inbox.");
+    if (result.status === "approval_required") toast("Lifting the hold needs a second admin: it is in the approvals inbox. See Approvals.");
     else {
       showHold(result);
       toast("Legal hold lifted.");
@@ -120,6 +184,8 @@ document.getElementById("hold-lift").addEventListener("click", async () => {
     showError(holdError, error);
   }
 });
+
+loadCandidates();
 
 try {
   render(await api("GET", "/api/admin/retention"));

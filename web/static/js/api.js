@@ -167,3 +167,29 @@ export async function copyText(text) {
   area.remove();
   return ok;
 }
+
+// The site's one time format, in the reader's time zone: "3 Dec 2026, 14:05".
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+export function formatWhen(iso) {
+  if (!iso) return "";
+  const d = iso instanceof Date ? iso : new Date(iso);
+  if (Number.isNaN(d.getTime())) return String(iso);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getDate()} ${MONTHS[d.getMonth()]} ${d.getFullYear()}, ${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+// A <time> element: the readable form as text, the ISO value in its datetime attribute.
+export function timeEl(iso, empty = "") {
+  if (!iso) return document.createTextNode(empty);
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return document.createTextNode(String(iso));
+  return el("time", { datetime: d.toISOString() }, formatWhen(d));
+}
+
+// A link to an admin page when the server gave one (hrefs are site-local), else plain text.
+export function labelEl(label) {
+  if (!label) return document.createTextNode("");
+  const href = typeof label.href === "string" && label.href.startsWith("/") && !label.href.startsWith("//") ? label.href : null;
+  return href ? el("a", { href }, label.text) : document.createTextNode(label.text);
+}

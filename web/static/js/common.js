@@ -1,5 +1,5 @@
-// On every page: the sign-out button.
-import { api, toast } from "./api.js";
+// On every page: the sign-out button, and server-rendered times in the reader's zone.
+import { api, formatWhen, toast } from "./api.js";
 
 const signOut = document.getElementById("sign-out");
 if (signOut) {
@@ -14,4 +14,10 @@ if (signOut) {
     }
     location.assign("/signin");
   });
+}
+
+// Times the server rendered (in UTC) are shown in the reader's own time zone.
+for (const node of document.querySelectorAll("time[datetime]")) {
+  const text = formatWhen(node.getAttribute("datetime"));
+  if (text) node.textContent = text;
 }
