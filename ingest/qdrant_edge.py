@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import qdrant_edge as qe
 
 from ingest.index import (
@@ -25,9 +27,15 @@ from ingest.index import (
     checked_vector,
     hidden_payload,
 )
+from ingest.keyed import RECORD_NAME, VectorTransform
 from ingest.qdrant_common import QdrantDocumentWrites
+from ingest.shard_files import finish_interrupted_swap, fresh_copy_dir, swap_in, write_synced
 
 _UPSERT_BATCH = 512
+PURGE_PENDING = "purge-pending"
+"""A file in the shard directory: documents were deleted since the last rebuild."""
+KEPT_FILES = (RECORD_NAME,)
+"""Files of ours in the shard directory that a rebuild carries over to the new copy."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +89,7 @@ class QdrantEdgeIndex(QdrantDocumentWrites):
         # keeps close() from pulling the shard out from under a running query.
         self._lock = threading.Lock()
         self._closed = False
+        finish_interrupted_swap(self.path)
         try:
             # The shard holds plaintext vectors: readable by the service account only.
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -98,7 +107,7 @@ class QdrantEdgeIndex(QdrantDocumentWrites):
             raise VectorIndexError(self._open_failure(exc)) from exc
         try:
             with self._engine("create the payload indexes"):
-                self._ensure_payload_indexes()
+                _ensure_payload_indexes(self._shard)
         except VectorIndexError:
             self._shard.close()  # release the write-ahead log lock for the next attempt
             raise
@@ -203,6 +212,89 @@ class QdrantEdgeIndex(QdrantDocumentWrites):
             finally:
                 self._shard.close()
 
+    def purge_deleted(self) -> bool:
+        """Remove deleted documents' vectors and payloads from the files; False if none.
+
+        Qdrant only marks a deleted point: its vector stays in the segment's mmap file until
+        a vacuum rebuilds the segment, and in the write-ahead log until the log's 32 MB file
+        is recycled. A copy of the index would still hold it. So, when a document was
+        deleted since the last purge, the live points are copied into a fresh shard (new
+        segments, new log) that replaces this one (``rebuild``). The cleanup job calls this;
+        it blocks searches while it runs (seconds per 10,000 chunks, plus building the graph).
+        """
+        if not (self.path / PURGE_PENDING).exists():
+            return False
+        self.rebuild()
+        return True
+
+    def rebuild(
+        self,
+        *,
+        transform: VectorTransform | None = None,
+        add_files: Mapping[str, bytes] | None = None,
+    ) -> int:
+        """Copy the live points (vectors turned by ``transform``) into a fresh shard; swap.
+
+        The copy is built beside the shard (``<dir>.rebuild``), indexed and flushed, marked
+        complete, and only then renamed into place, so a crash at any point leaves either the
+        old shard or the complete copy, never half of each (``_finish_rebuild`` tidies up on
+        the next open). ``add_files`` are written into the copy before the swap, so a record
+        of the vectors' key changes together with the vectors. Returns the points copied.
+        """
+        fresh = fresh_copy_dir(self.path)
+        with self._lock, self._engine("rebuild the vector index"):
+            copy = qe.EdgeShard.load(str(fresh), self._config())
+            try:
+                copied = self._copy_points(copy, transform)
+                _ensure_payload_indexes(copy)
+                copy.optimize()
+                copy.flush()
+            finally:
+                copy.close()
+            for name in KEPT_FILES:
+                if (self.path / name).exists() and name not in (add_files or {}):
+                    shutil.copy2(self.path / name, fresh / name)
+            for name, body in (add_files or {}).items():
+                write_synced(fresh / name, body)
+            self._shard.close()
+            try:
+                swap_in(self.path, fresh)
+            finally:
+                # Reopen whichever shard is now in place, so the index stays usable.
+                self._shard = qe.EdgeShard.load(str(self.path), self._config())
+        return copied
+
+    def rekey(self, transform: VectorTransform, record: Path, body: bytes) -> int:
+        """Turn every stored vector once (a rebuild), writing the key's record with them."""
+        if record.parent != self.path:
+            raise ValueError(f"the key record of an edge shard lives in {self.path}")
+        return self.rebuild(transform=transform, add_files={record.name: body})
+
+    def _copy_points(self, target: qe.EdgeShard, transform: VectorTransform | None) -> int:
+        copied = 0
+        offset: qe.PointId | None = None
+        while True:
+            records, offset = self._shard.scroll(
+                qe.ScrollRequest(
+                    offset=offset, limit=_UPSERT_BATCH, with_payload=True, with_vector=True
+                )
+            )
+            if records:
+                vectors = np.asarray([record.vector for record in records], dtype=np.float32)
+                if transform is not None:
+                    vectors = transform(vectors)
+                target.update(
+                    qe.UpdateOperation.upsert_points(
+                        [
+                            qe.Point(record.id, vector.tolist(), record.payload or {})
+                            for record, vector in zip(records, vectors, strict=True)
+                        ]
+                    )
+                )
+                copied += len(records)
+            if offset is None:
+                return copied
+
     def _set_doc_principals(self, doc_id: str, principals: list[str]) -> None:
         self._shard.update(
             qe.UpdateOperation.set_payload_by_filter(_doc_filter(doc_id), {PRINCIPALS: principals})
@@ -210,6 +302,8 @@ class QdrantEdgeIndex(QdrantDocumentWrites):
 
     def _delete_doc_points(self, doc_id: str) -> None:
         self._shard.update(qe.UpdateOperation.delete_points_by_filter(_doc_filter(doc_id)))
+        # The vectors are only marked deleted: the next purge_deleted() removes them.
+        write_synced(self.path / PURGE_PENDING, b"")
 
     def _config(self) -> qe.EdgeConfig:
         tuning = self._tuning
@@ -224,21 +318,6 @@ class QdrantEdgeIndex(QdrantDocumentWrites):
             ),
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=tuning.indexing_threshold_kb),
         )
-
-    def _ensure_payload_indexes(self) -> None:
-        existing = self._shard.info().payload_schema
-        if PRINCIPALS not in existing:
-            self._shard.update(
-                qe.UpdateOperation.create_field_index(PRINCIPALS, qe.PayloadSchemaType.Keyword)
-            )
-        if DOC_ID not in existing:
-            # doc_id filters only updates, deletes and counts, never a vector search, so it
-            # gets no per-value HNSW links: they would cost build time and be unused.
-            self._shard.update(
-                qe.UpdateOperation.create_field_index(
-                    DOC_ID, qe.KeywordIndexParams(enable_hnsw=False)
-                )
-            )
 
     def _open_failure(self, exc: Exception) -> str:
         text = str(exc)
@@ -274,6 +353,20 @@ class QdrantEdgeIndex(QdrantDocumentWrites):
                 f"cannot {action} in the vector index at {self.path}: {exc}; check free disk "
                 "space and the directory's permissions, then retry"
             ) from exc
+
+
+def _ensure_payload_indexes(shard: qe.EdgeShard) -> None:
+    existing = shard.info().payload_schema
+    if PRINCIPALS not in existing:
+        shard.update(
+            qe.UpdateOperation.create_field_index(PRINCIPALS, qe.PayloadSchemaType.Keyword)
+        )
+    if DOC_ID not in existing:
+        # doc_id filters only updates, deletes and counts, never a vector search, so it
+        # gets no per-value HNSW links: they would cost build time and be unused.
+        shard.update(
+            qe.UpdateOperation.create_field_index(DOC_ID, qe.KeywordIndexParams(enable_hnsw=False))
+        )
 
 
 def _doc_filter(doc_id: str) -> qe.Filter:

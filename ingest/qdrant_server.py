@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from qdrant_client import QdrantClient, models
 
 from ingest.index import (
@@ -23,7 +25,9 @@ from ingest.index import (
     checked_vector,
     hidden_payload,
 )
+from ingest.keyed import VectorTransform
 from ingest.qdrant_common import QdrantDocumentWrites
+from ingest.shard_files import write_synced
 
 _UPSERT_BATCH = 256
 _SCROLL_PAGE = 1024
@@ -32,6 +36,8 @@ _SCROLL_PAGE = 1024
 # covers filters uniting principals too small to have payload links.
 _HNSW = models.HnswConfigDiff(m=16, ef_construct=100, payload_m=16, full_scan_threshold=10_000)
 _HNSW_EF = 128
+_REKEYED = "rekeyed"
+"""Payload flag of a point whose vector ``rekey`` has turned (see there)."""
 
 
 class QdrantServerIndex(QdrantDocumentWrites):
@@ -165,6 +171,46 @@ class QdrantServerIndex(QdrantDocumentWrites):
             self._closed = True
             if self._owns_client:
                 self._client.close()
+
+    def rekey(self, transform: VectorTransform, record: Path, body: bytes) -> int:
+        """Turn every stored vector once, in place; write the key's record when all are done.
+
+        A server collection cannot be swapped like a shard directory, so each rewritten point
+        carries the ``rekeyed`` flag in its payload until the record is
+        written: an interrupted run resumes with the points not yet turned, never turning one
+        twice.
+        """
+        turned = 0
+        offset: models.ExtendedPointId | None = None
+        with self._lock, self._engine("turn the stored vectors by the vector key"):
+            while True:
+                records, offset = self._client.scroll(
+                    self.collection,
+                    limit=_UPSERT_BATCH,
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=True,
+                )
+                todo = [r for r in records if not (r.payload or {}).get(_REKEYED)]
+                if todo:
+                    vectors = transform(np.asarray([r.vector for r in todo], dtype=np.float32))
+                    self._client.upsert(
+                        self.collection,
+                        points=[
+                            models.PointStruct(
+                                id=r.id,
+                                vector=v.tolist(),
+                                payload={**(r.payload or {}), _REKEYED: True},
+                            )
+                            for r, v in zip(todo, vectors, strict=True)
+                        ],
+                        wait=True,
+                    )
+                    turned += len(todo)
+                if offset is None:
+                    break
+            write_synced(record, body)
+        return turned
 
     def _set_doc_principals(self, doc_id: str, principals: list[str]) -> None:
         self._client.set_payload(

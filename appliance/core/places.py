@@ -19,6 +19,8 @@ FIELDS_OWNER = "fields"
 """Owner id of that system data key."""
 MAC_OWNER = "mac"
 """Owner id of the system key behind keyed hashes (audit checkpoints, pseudonyms)."""
+VECTORS_OWNER = "vectors"
+"""Owner id of the system key that turns the index's vectors (``ingest.keyed``)."""
 
 DOC_FILENAME = "filename"
 DOC_TITLE = "title"

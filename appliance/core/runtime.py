@@ -14,8 +14,10 @@ from appliance.core.config import Settings, check_safety
 from appliance.core.crypto import Crypto, open_crypto
 from appliance.core.db import make_engine, make_session_factory
 from appliance.core.errors import IndexUnavailable, ModelUnavailable
+from appliance.core.places import SYSTEM_KIND, VECTORS_OWNER
 from appliance.core.scheduler import FairScheduler
 from ingest.index import VectorIndex, VectorIndexError
+from ingest.keyed import RECORD_NAME, VectorKey, open_keyed
 from models.manifest import ModelRegistry
 from models.protocols import Embedder, Generator, ModelError
 
@@ -53,7 +55,7 @@ class Runtime:
         """The vector index (opened on first use)."""
         with self._lock:
             if self._index is None:
-                self._index = build_index(self.settings)
+                self._index = build_index(self.settings, self.crypto)
             return self._index
 
     def embedder(self) -> Embedder:
@@ -99,8 +101,27 @@ class Runtime:
         self.engine.dispose()
 
 
-def build_index(settings: Settings) -> VectorIndex:
-    """Open the configured vector index backend."""
+def build_index(settings: Settings, crypto: Crypto) -> VectorIndex:
+    """Open the configured vector index backend, its vectors turned by the vector key.
+
+    The key is a system data key (wrapped by the KEK like every other, so it rotates with
+    the key file); the record of which key turned the vectors sits in the edge shard's
+    directory, or beside the data for a server collection (``ingest.keyed``).
+    """
+    inner = _open_backend(settings)
+    key = VectorKey(crypto.create_data_key(SYSTEM_KIND, VECTORS_OWNER), EMBED_DIMENSION)
+    if settings.index.backend == "edge":
+        record = settings.index_dir / RECORD_NAME
+    else:
+        record = settings.data_dir / f"index-{settings.index.collection}-{RECORD_NAME}"
+    try:
+        return open_keyed(inner, key, record)
+    except VectorIndexError as exc:
+        inner.close()
+        raise IndexUnavailable(str(exc)) from exc
+
+
+def _open_backend(settings: Settings) -> VectorIndex:
     try:
         if settings.index.backend == "edge":
             # start-up cost: the Qdrant engine's native module, only for this backend

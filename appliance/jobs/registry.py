@@ -72,10 +72,16 @@ def _cleanup(ctx: JobContext) -> dict[str, Any]:
     finally:
         worker.close()
     ctx.checkpoint()
+    # Deleted documents' vectors stay in the index files until purged (ingest.qdrant_edge):
+    # this job is what bounds how long, to one cleanup interval.
+    purge = getattr(rt.index(), "purge_deleted", None)
+    purged = bool(purge()) if purge is not None else False
+    ctx.checkpoint()
     with rt.sessions() as session:
         expired = sessions.purge_expired(session, now=utcnow(), settings=rt.settings.auth)
         session.commit()
     return {
+        "deleted_vectors_purged": purged,
         "requeued": len(report.requeued),
         "failed": len(report.failed),
         "deletions_finished": len(report.deletions_finished),
@@ -93,7 +99,8 @@ def _retention(ctx: JobContext) -> dict[str, Any]:
 JOBS: dict[str, Job] = {
     "cleanup": Job(
         "cleanup",
-        "Reset interrupted ingestion, finish deletions, remove orphans and expired sessions.",
+        "Reset interrupted ingestion, finish deletions, remove orphans, erase deleted "
+        "documents' vectors from the index files, remove expired sessions.",
         lambda s: s.jobs.cleanup_interval_seconds,
         _cleanup,
     ),

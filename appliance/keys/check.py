@@ -13,7 +13,14 @@ from appliance.auth.tables import User
 from appliance.chat.tables import Conversation
 from appliance.core.crypto import Crypto
 from appliance.core.errors import ApplianceError
-from appliance.core.places import CHAT_KEY, DOC_KEY, FIELDS_OWNER, MAC_OWNER, SYSTEM_KIND
+from appliance.core.places import (
+    CHAT_KEY,
+    DOC_KEY,
+    FIELDS_OWNER,
+    MAC_OWNER,
+    SYSTEM_KIND,
+    VECTORS_OWNER,
+)
 from appliance.documents.tables import DELETING, Document
 
 
@@ -125,7 +132,11 @@ def check_keys(*, session: Session, crypto: Crypto) -> CheckReport:
         )
 
     users = set(session.execute(select(User.id)).scalars())
-    expected = {DOC_KEY: set(docs), CHAT_KEY: users, SYSTEM_KIND: {MAC_OWNER, FIELDS_OWNER}}
+    expected = {
+        DOC_KEY: set(docs),
+        CHAT_KEY: users,
+        SYSTEM_KIND: {MAC_OWNER, FIELDS_OWNER, VECTORS_OWNER},
+    }
     for kind, owners in sorted(present.items()):
         for owner_id in sorted(owners - expected.get(kind, set())):
             report.problems.append(
