@@ -8,6 +8,12 @@ LibreOffice is a child of the parser, in the parser's process group: when the sa
 a parser at its deadline it kills the conversion with it. The conversion runs in a temporary
 directory with a user profile of its own, under the file's limits (wall clock, processor
 time, address space), and is killed, with everything it started, when it overruns them.
+
+A document can point at the network (a linked picture, a web query) or at files on the
+server (a linked section, an external reference). LibreOffice fetched a linked picture's URL
+while converting a .doc, so its profile sends every HTTP, HTTPS and FTP request to a proxy
+that does not exist (127.0.0.1:9), never updates links, never recalculates on load and runs
+no macros: what is converted is what the file itself holds.
 """
 
 from __future__ import annotations
@@ -34,6 +40,25 @@ _SUFFIXES = {DOC: ".doc", XLS: ".xls", PPT: ".ppt"}
 _SAVE_AS = {DOC: ".docx", XLS: ".xlsx", PPT: ".pptx"}
 # LibreOffice maps about 0.4 GiB before it reads a byte; the file's memory limit comes on top.
 _SOFFICE_BASE_MB = 1024
+_DEAD_PROXY = ("127.0.0.1", 9)  # the discard port: nothing listens there
+_SCRIPTING = "/org.openoffice.Office.Common/Security/Scripting"
+_SETTINGS: tuple[tuple[str, str, str], ...] = (
+    # (configuration path, property, value)
+    ("/org.openoffice.Inet/Settings", "ooInetProxyType", "1"),  # manual proxies
+    ("/org.openoffice.Inet/Settings", "ooInetNoProxy", ""),
+    *(
+        ("/org.openoffice.Inet/Settings", f"ooInet{scheme}Proxy{part}", value)
+        for scheme in ("HTTP", "HTTPS", "FTP")
+        for part, value in (("Name", _DEAD_PROXY[0]), ("Port", str(_DEAD_PROXY[1])))
+    ),
+    (_SCRIPTING, "MacroSecurityLevel", "3"),  # very high: no macro runs
+    (_SCRIPTING, "DisableMacrosExecution", "true"),
+    (_SCRIPTING, "BlockUntrustedRefererLinks", "true"),
+    ("/org.openoffice.Office.Writer/Content/Update", "Link", "0"),  # never (sw NEVER)
+    ("/org.openoffice.Office.Calc/Content/Update", "Link", "1"),  # never (LM_NEVER)
+    ("/org.openoffice.Office.Calc/Formula/Load", "OOXMLRecalcMode", "1"),  # never
+    ("/org.openoffice.Office.Calc/Formula/Load", "ODFRecalcMode", "1"),  # never
+)
 INSTALL_HINT = (
     "apt-get install --no-install-recommends libreoffice-writer-nogui "
     "libreoffice-calc-nogui libreoffice-impress-nogui"
@@ -62,6 +87,7 @@ def parse_legacy_office(path: Path, mime: str, limits: ParseLimits) -> ParsedDoc
         source = root / f"document{_SUFFIXES[mime]}"
         shutil.copyfile(path, source)
         out = root / "out"
+        _write_profile(root / "profile")
         command = [
             program,
             f"-env:UserInstallation={(root / 'profile').as_uri()}",
@@ -99,12 +125,15 @@ def _run_limited(command: list[str], home: Path, limits: ParseLimits) -> int:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
+    proxy = f"http://{_DEAD_PROXY[0]}:{_DEAD_PROXY[1]}"
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "TMPDIR": str(home),
         "LANG": "C.UTF-8",
         "SAL_USE_VCLPLUGIN": "svp",
+        **dict.fromkeys(("http_proxy", "https_proxy", "ftp_proxy", "all_proxy"), proxy),
+        "no_proxy": "",
     }
     process = subprocess.Popen(  # noqa: S603 - a fixed program and arguments, no shell
         command,
@@ -123,6 +152,26 @@ def _run_limited(command: list[str], home: Path, limits: ParseLimits) -> int:
         if process.poll() is None:  # not yet reaped, so its pid and children are still its own
             _kill_tree(process.pid)
             process.wait()
+
+
+def _write_profile(profile: Path) -> None:
+    """A LibreOffice user profile with the settings above, before its first start."""
+    from xml.sax.saxutils import escape, quoteattr
+
+    items = "".join(
+        f'<item oor:path={quoteattr(path)}><prop oor:name={quoteattr(name)} oor:op="fuse">'
+        f"<value>{escape(value)}</value></prop></item>\n"
+        for path, name, value in _SETTINGS
+    )
+    (profile / "user").mkdir(parents=True)
+    (profile / "user" / "registrymodifications.xcu").write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<oor:items xmlns:oor="http://openoffice.org/2001/registry" '
+        'xmlns:xs="http://www.w3.org/2001/XMLSchema" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\n'
+        f"{items}</oor:items>\n",
+        encoding="utf-8",
+    )
 
 
 def _child_limits(limits: ParseLimits) -> tuple[int, int]:

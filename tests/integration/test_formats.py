@@ -410,6 +410,51 @@ def test_libreoffice_past_the_deadline_is_killed_outside_the_sandbox_too(
     assert _gone(seconds=5.0), "LibreOffice outlived its deadline"
 
 
+_LINKED_FODT = """<?xml version="1.0" encoding="UTF-8"?>
+<office:document xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0"
+ xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"
+ xmlns:draw="urn:oasis:names:tc:opendocument:xmlns:drawing:1.0"
+ xmlns:xlink="http://www.w3.org/1999/xlink"
+ xmlns:svg="urn:oasis:names:tc:opendocument:xmlns:svg-compatible:1.0"
+ office:version="1.3" office:mimetype="application/vnd.oasis.opendocument.text">
+ <office:body><office:text>
+  <text:p>The lantern room key hangs behind the logbook.</text:p>
+  <text:p><draw:frame svg:width="2cm" svg:height="2cm"><draw:image xlink:href="{url}"
+   xlink:type="simple" xlink:show="embed" xlink:actuate="onLoad"/></draw:frame></text:p>
+ </office:text></office:body>
+</office:document>
+"""
+
+
+@pytest.mark.slow
+def test_libreoffice_fetches_nothing_a_document_links_to(tmp_path: Path) -> None:
+    """A .doc's linked picture (INCLUDEPICTURE) is a URL LibreOffice would otherwise fetch."""
+    import socket
+
+    from tests.fixtures.formats import convert
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    source = tmp_path / "linked.fodt"
+    source.write_text(_LINKED_FODT.format(url=f"http://127.0.0.1:{port}/pixel.png"))
+    linked = convert(source, "doc", tmp_path / "linked.doc")  # nothing listens yet
+    assert f"127.0.0.1:{port}/pixel.png".encode() in linked.read_bytes()
+    listener.listen(4)
+    listener.settimeout(0.5)
+    doc = parse_file(linked, max_bytes=LIMIT)
+    assert "lantern room key hangs behind the logbook" in doc.elements[0].text
+    try:
+        connection, _ = listener.accept()
+        fetched = connection.recv(200)
+        connection.close()
+    except TimeoutError:
+        fetched = b""
+    finally:
+        listener.close()
+    assert fetched == b"", f"LibreOffice fetched a linked URL: {fetched!r}"
+
+
 # ------------------------------------------------------------------------------------------
 # End to end: an uploaded .odt becomes searchable, on its page
 # ------------------------------------------------------------------------------------------
