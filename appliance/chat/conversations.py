@@ -6,6 +6,7 @@ key (DESIGN invariant 5), placed with `appliance.core.places`.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -79,7 +80,7 @@ def history_of(rt: Runtime, session: Session, conv: Conversation, turns: int) ->
 
 
 def list_conversations(rt: Runtime, session: Session, user: User) -> list[dict[str, Any]]:
-    """The user's conversations, newest first, with decrypted titles."""
+    """The user's conversations, newest first, with decrypted titles and UTC times."""
     rows = session.execute(
         select(Conversation)
         .where(Conversation.owner_id == user.id)
@@ -89,10 +90,16 @@ def list_conversations(rt: Runtime, session: Session, user: User) -> list[dict[s
         {
             "id": c.id,
             "title": decrypt_for(rt, user.id, places.conversation_title(c.id), c.title_ct),
-            "updated_at": c.updated_at.isoformat(),
+            "created_at": _utc(c.created_at).isoformat(),
+            "updated_at": _utc(c.updated_at).isoformat(),
         }
         for c in rows
     ]
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    # SQLite hands back naive datetimes; the page groups by the reader's own day, so say UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 def show_conversation(rt: Runtime, session: Session, user: User, conv_id: str) -> dict[str, Any]:

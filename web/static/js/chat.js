@@ -5,6 +5,8 @@ import { ApiError, api, clear, confirmDialog, copyText, el, errorFrom, headers, 
 import { documentName, evidencePanel, markCited, markedPassage, previewText, rankOf, whereIn } from "./evidence.js";
 
 const UNSUPPORTED_MARK = "\ue000"; // the server's mark after a sentence no passage supports
+const MAX_QUESTION = 4000; // the server's limit (appliance/chat/pipeline.py MAX_QUESTION_CHARS)
+const COUNT_FROM = 3000; // the counter shows from here on
 
 const list = document.getElementById("conversation-list");
 const listEmpty = document.getElementById("conversations-empty");
@@ -20,6 +22,7 @@ const errorBox = document.getElementById("chat-error");
 const passage = document.getElementById("passage");
 const sidebar = document.getElementById("conversations");
 const toggle = document.getElementById("toggle-conversations");
+const counter = document.getElementById("question-count");
 
 let current = null; // conversation id
 let controller = null; // AbortController of the answer being streamed
@@ -34,9 +37,45 @@ async function loadConversations() {
     showError(errorBox, error);
     return;
   }
+  closeMenu();
   clear(list);
-  listEmpty.hidden = items.length > 0;
-  for (const item of items) list.append(conversationItem(item));
+  // While the first answer streams its conversation is being made: not "no conversations".
+  listEmpty.hidden = items.length > 0 || controller !== null;
+  let group = null;
+  let label = null;
+  for (const item of items) {
+    const day = dayLabel(item.updated_at);
+    if (day !== label) {
+      label = day;
+      group = el("ul", { class: "conv-group-items", "aria-label": day });
+      list.append(el("li", { class: "conv-group" }, el("h3", { class: "conv-day" }, day), group));
+    }
+    group.append(conversationItem(item));
+  }
+}
+
+function startOfDay(date) {
+  return new Date(date.getFullYear(), date.getMonth(), date.getDate());
+}
+
+// Today, Yesterday, a weekday within the last week, else the date.
+function dayLabel(iso) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return "Earlier";
+  const days = Math.round((startOfDay(new Date()) - startOfDay(date)) / 86400000);
+  if (days <= 0) return "Today";
+  if (days === 1) return "Yesterday";
+  if (days < 7) return date.toLocaleDateString(undefined, { weekday: "long" });
+  return date.toLocaleDateString(undefined, { day: "numeric", month: "long", year: "numeric" });
+}
+
+function timeLabel(iso) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return "";
+  const days = Math.round((startOfDay(new Date()) - startOfDay(date)) / 86400000);
+  return days < 7
+    ? date.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" })
+    : date.toLocaleDateString(undefined, { day: "numeric", month: "short" });
 }
 
 function conversationItem(item) {
@@ -46,17 +85,63 @@ function conversationItem(item) {
     "aria-current": item.id === current ? "true" : null,
     onclick: () => openConversation(item.id),
   }, item.title);
-  const rename = el("button", {
-    type: "button", class: "icon", "aria-label": `Rename “${item.title}”`, title: "Rename",
-    onclick: () => startRename(li, item),
-  }, "Rename");
-  const remove = el("button", {
-    type: "button", class: "icon", "aria-label": `Delete “${item.title}”`, title: "Delete",
-    onclick: () => removeConversation(item),
-  }, "Delete");
-  const li = el("li", { dataset: { id: item.id } }, open, el("span", { class: "row-actions" }, rename, remove));
+  const stamp = el("time", { class: "conv-time", datetime: item.updated_at, title: new Date(item.updated_at).toLocaleString() }, timeLabel(item.updated_at));
+  const menuButton = el("button", {
+    type: "button", class: "conv-menu-button", "aria-haspopup": "menu", "aria-expanded": "false",
+    "aria-label": `Actions for “${item.title}”`, title: "Rename or delete",
+  }, "…");
+  const li = el("li", { class: "conv-item", dataset: { id: item.id } }, open, stamp, menuButton);
+  menuButton.addEventListener("click", () => (openMenu && openMenu.button === menuButton ? closeMenu(true) : showMenu(li, item, menuButton)));
   return li;
 }
+
+// -- the "…" menu of a conversation: one per row, opened on demand --------------------------
+
+let openMenu = null; // { menu, button }
+
+function closeMenu(focusButton = false) {
+  if (!openMenu) return;
+  const { menu, button } = openMenu;
+  openMenu = null;
+  menu.remove();
+  button.setAttribute("aria-expanded", "false");
+  if (focusButton) button.focus();
+}
+
+function showMenu(li, item, button) {
+  closeMenu();
+  const choose = (action) => () => {
+    closeMenu();
+    action();
+  };
+  const rename = el("button", { type: "button", role: "menuitem", tabindex: "-1", "aria-label": `Rename “${item.title}”`, onclick: choose(() => startRename(li, item)) }, "Rename");
+  const remove = el("button", { type: "button", role: "menuitem", tabindex: "-1", class: "danger-text", "aria-label": `Delete “${item.title}”`, onclick: choose(() => removeConversation(item)) }, "Delete");
+  const menu = el("div", { class: "conv-menu", role: "menu", "aria-label": `Actions for “${item.title}”` }, rename, remove);
+  const items = [rename, remove];
+  menu.addEventListener("keydown", (event) => {
+    const at = items.indexOf(document.activeElement);
+    if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      event.preventDefault();
+      const step = event.key === "ArrowDown" ? 1 : -1;
+      items[(at + step + items.length) % items.length].focus();
+    } else if (event.key === "Home" || event.key === "End") {
+      event.preventDefault();
+      items[event.key === "Home" ? 0 : items.length - 1].focus();
+    } else if (event.key === "Escape" || event.key === "Tab") {
+      if (event.key === "Escape") event.preventDefault();
+      event.stopPropagation();
+      closeMenu(event.key === "Escape");
+    }
+  });
+  li.append(menu);
+  openMenu = { menu, button };
+  button.setAttribute("aria-expanded", "true");
+  rename.focus();
+}
+
+document.addEventListener("click", (event) => {
+  if (openMenu && !openMenu.menu.contains(event.target) && event.target !== openMenu.button) closeMenu();
+});
 
 function startRename(li, item) {
   const input = el("input", { "aria-label": "New title", maxlength: 200, required: true });
@@ -141,7 +226,8 @@ async function openConversation(id) {
     }
   }
   for (const b of list.querySelectorAll(".conversation-open")) {
-    b.toggleAttribute("aria-current", b.parentElement.dataset.id === current);
+    if (b.closest("li[data-id]").dataset.id === current) b.setAttribute("aria-current", "true");
+    else b.removeAttribute("aria-current");
   }
   closeSidebar();
   messages.lastElementChild?.scrollIntoView({ block: "end" });
@@ -301,6 +387,7 @@ function busy(on) {
 
 async function ask(text) {
   errorBox.hidden = true;
+  listEmpty.hidden = true;
   emptyState.hidden = true;
   if (emptyState.parentElement) emptyState.remove();
   const asked = questionNode(text);
@@ -330,7 +417,10 @@ async function ask(text) {
       if (kind === "conversation") {
         current = data.id;
         history.replaceState(null, "", `/?c=${encodeURIComponent(current)}`);
-        if (wasNew) titleEl.textContent = text.slice(0, 80);
+        if (wasNew) {
+          titleEl.textContent = text.slice(0, 80);
+          loadConversations(); // the new conversation shows in the list while it streams
+        }
       } else if (kind === "evidence") {
         showEvidence(node, data.passages || []);
       } else if (kind === "status") {
@@ -380,16 +470,51 @@ async function ask(text) {
   } finally {
     if (controller === mine) controller = null;
     busy(false);
+    fitQuestion();
+    countQuestion();
     if (!finished && status.textContent.startsWith("Writing")) status.textContent = "";
     loadConversations();
   }
 }
 
+// -- the question box: grows with its text, counts near the limit, refuses past it ---------
+
+function fitQuestion() {
+  question.style.height = "auto";
+  const most = Math.round(window.innerHeight * 0.4);
+  question.style.height = `${Math.min(question.scrollHeight + 2, most)}px`;
+  question.style.overflowY = question.scrollHeight + 2 > most ? "auto" : "hidden";
+}
+
+function countQuestion() {
+  const n = question.value.length;
+  const over = n > MAX_QUESTION;
+  counter.hidden = n < COUNT_FROM;
+  counter.classList.toggle("over", over);
+  counter.textContent = over
+    ? `${n.toLocaleString()} / ${MAX_QUESTION.toLocaleString()} characters: ${(n - MAX_QUESTION).toLocaleString()} too many. Shorten it before sending; keep the question itself.`
+    : `${n.toLocaleString()} / ${MAX_QUESTION.toLocaleString()} characters`;
+  question.setAttribute("aria-invalid", String(over));
+}
+
+question.addEventListener("input", () => {
+  fitQuestion();
+  countQuestion();
+});
+
 form.addEventListener("submit", (event) => {
   event.preventDefault();
   const text = question.value.trim();
   if (!text || controller) return;
+  if (text.length > MAX_QUESTION) {
+    showError(errorBox, `Your question has ${text.length.toLocaleString()} characters; at most ${MAX_QUESTION.toLocaleString()} can be sent. Nothing was sent: shorten it (the question itself is often at the end of a paste) and send it again.`);
+    countQuestion();
+    question.focus();
+    return;
+  }
   question.value = "";
+  fitQuestion();
+  countQuestion();
   ask(text);
 });
 
@@ -406,6 +531,10 @@ stopButton.addEventListener("click", () => {
 });
 
 document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && openMenu) {
+    closeMenu(true);
+    return;
+  }
   if (event.key === "Escape" && controller && !passage.open) controller.abort();
   if (event.altKey && (event.key === "n" || event.key === "N")) {
     event.preventDefault();

@@ -1,6 +1,19 @@
 // Sign-in: password -> code (or enrolment with QR and recovery codes) -> new password -> in.
 import { api, clear, copyText, el, showError, toast } from "./api.js";
 
+// The key is shown in groups of four (spans: copying it gives the key without spaces).
+function showKey(box, secret) {
+  clear(box);
+  for (let i = 0; i < secret.length; i += 4) box.append(el("span", { class: "key-group" }, secret.slice(i, i + 4)));
+  box.setAttribute("aria-label", `Key: ${secret.match(/.{1,4}/g).join(" ")}`);
+}
+
+function codesText() {
+  const codes = [...document.querySelectorAll("#recovery-codes code")].map((c) => c.textContent);
+  const user = document.getElementById("username").value.trim();
+  return `Recovery codes${user ? ` for ${user}` : ""} (${location.host}), each works once:\n\n${codes.join("\n")}\n`;
+}
+
 const card = document.querySelector(".signin");
 const errorBox = document.getElementById("signin-error");
 const title = document.getElementById("signin-title");
@@ -24,7 +37,7 @@ function next(result) {
     case "enrol":
       document.getElementById("enrol-qr").src =
         `data:image/svg+xml;charset=utf-8,${encodeURIComponent(result.enrolment.qr_svg)}`;
-      document.getElementById("enrol-secret").textContent = result.enrolment.secret;
+      showKey(document.getElementById("enrol-secret"), result.enrolment.secret);
       show("step-enrol", "Set up your authenticator");
       break;
     case "password":
@@ -38,7 +51,7 @@ function next(result) {
   }
 }
 
-async function submit(form, work) {
+async function submit(form, work, failed = null) {
   const button = form.querySelector('button[type="submit"]');
   button.disabled = true;
   errorBox.hidden = true;
@@ -46,7 +59,8 @@ async function submit(form, work) {
     await work();
   } catch (error) {
     showError(errorBox, error);
-    errorBox.focus();
+    if (failed) failed();
+    else errorBox.focus();
   } finally {
     button.disabled = false;
   }
@@ -76,6 +90,11 @@ document.getElementById("step-totp").addEventListener("submit", (event) => {
     form.code.value = "";
     form.recovery_code.value = "";
     next(result);
+  }, () => {
+    // A wrong code: the box is cleared for the next one, and the error is read out.
+    const box = form.recovery_code.value.trim() ? form.recovery_code : form.code;
+    box.value = "";
+    box.focus();
   });
 });
 
@@ -87,6 +106,7 @@ document.getElementById("step-enrol").addEventListener("submit", (event) => {
       code: form.code.value.replace(/\s/g, ""),
     });
     form.code.value = "";
+    form.code.value = "";
     const list = clear(document.getElementById("recovery-codes"));
     for (const code of result.recovery_codes || []) list.append(el("li", {}, el("code", {}, code)));
     afterRecovery = result;
@@ -97,6 +117,17 @@ document.getElementById("step-enrol").addEventListener("submit", (event) => {
 document.getElementById("recovery-copy").addEventListener("click", async () => {
   const codes = [...document.querySelectorAll("#recovery-codes code")].map((c) => c.textContent);
   toast((await copyText(codes.join("\n"))) ? "Recovery codes copied." : "Copy failed: select them by hand.");
+});
+
+document.getElementById("recovery-print").addEventListener("click", () => window.print());
+
+document.getElementById("recovery-download").addEventListener("click", () => {
+  const url = URL.createObjectURL(new Blob([codesText()], { type: "text/plain" }));
+  const link = el("a", { href: url, download: "recovery-codes.txt", hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
 });
 
 document.getElementById("recovery-done").addEventListener("click", () => next(afterRecovery));
