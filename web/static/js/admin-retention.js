@@ -96,7 +96,10 @@ function showHold(state) {
   document.getElementById("hold-place").hidden = state.legal_hold;
   document.getElementById("hold-lift").hidden = !state.legal_hold;
   const c = candidates.find((d) => d.id === state.doc_id);
-  if (c) c.legal_hold = state.legal_hold;
+  if (c && c.legal_hold !== state.legal_hold) {
+    c.legal_hold = state.legal_hold;
+    fillPicker();
+  }
 }
 
 function fillPicker() {
@@ -106,8 +109,7 @@ function fillPicker() {
   clear(picker);
   picker.append(el("option", { value: "" }, shown.length ? `Choose one of ${shown.length} documents` : "No document matches"));
   for (const d of shown) {
-    const text = `${d.label}${d.legal_hold ? " (on hold)" : ""}`;
-    picker.append(el("option", { value: d.id, selected: d.id === docId }, text));
+    picker.append(el("option", { value: d.id, selected: d.id === docId }, `${d.label}${d.legal_hold ? " (on hold)" : ""}`));
   }
 }
 
@@ -143,22 +145,6 @@ picker.addEventListener("change", () => pick(picker.value));
 finder.addEventListener("input", fillPicker);
 document.getElementById("hold-lookup").addEventListener("submit", (event) => event.preventDefault());
 
-document.getElementById("hold-place").hidden = state.legal_hold;
-  document.getElementById("hold-lift").hidden = !state.legal_hold;
-}
-
-document.getElementById("hold-lookup").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  holdError.hidden = true;
-  docId = document.getElementById("hold-doc").value.trim();
-  try {
-    showHold(await api("GET", `/api/documents/${encodeURIComponent(docId)}/retention`));
-  } catch (error) {
-    document.getElementById("hold-state").hidden = true;
-    showError(holdError, error.status === 404 ? "No document with this id. Check it in the audit log or with appliance docs list." : error);
-  }
-});
-
 document.getElementById("hold-place").addEventListener("submit", async (event) => {
   event.preventDefault();
   holdError.hidden = true;
@@ -175,8 +161,9 @@ document.getElementById("hold-lift").addEventListener("click", async () => {
   holdError.hidden = true;
   try {
     const result = await api("DELETE", `/api/admin/documents/${encodeURIComponent(docId)}/legal-hold`);
-    if (result.status === "approval_required") toast("Lifting the hold needs a second admin: it is in the approvals inbox. See Approvals.");
-    else {
+    if (result.status === "approval_required") {
+      toast("Lifting the hold needs a second admin: it is in the approvals inbox.");
+    } else {
       showHold(result);
       toast("Legal hold lifted.");
     }
