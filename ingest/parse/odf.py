@@ -78,9 +78,11 @@ _SKIPPED = frozenset(
     )
 )
 _PLACEHOLDERS = frozenset({"footer", "header", "date-time", "page-number", "handout"})
-# A cell or row repeated this often is written out at most this many times: ODF compresses
-# repetition, and a small file must not expand to millions of lines.
+# A cell or row repeated this often is written out at most this many times, and a document
+# writes out at most _MAX_CELLS repeated cells: ODF compresses repetition, and a small file
+# must not expand to millions of lines.
 _MAX_REPEAT = 1000
+_MAX_CELLS = 1_000_000
 _MAX_STYLE_DEPTH = 32
 
 
@@ -176,6 +178,7 @@ class _Walker:
     elements: list[Element] = field(default_factory=list)
     page: int = 1
     heading: str | None = None
+    budget: list[int] = field(default_factory=lambda: [_MAX_CELLS])  # repeats left to write
     _page_has_text: bool = False
 
     # -- text documents --------------------------------------------------------------------
@@ -224,7 +227,7 @@ class _Walker:
         return int(style.after)
 
     def _table(self, node: Any) -> None:
-        rows = list(_rows(node))
+        rows = list(_rows(node, self.budget))
         if rows:
             self._emit("\n".join(rows), "Table")
 
@@ -310,14 +313,18 @@ def _paragraphs(node: Any) -> Iterator[str]:
         yield "".join(_text(paragraph, []))
 
 
-def _repeat(node: Any, attribute: str) -> int:
+def _repeat(node: Any, attribute: str, budget: list[int], cells: int = 1) -> int:
+    """How often to write out a repeated cell (or a row of `cells`), within the budget left."""
     try:
-        return max(1, min(int(node.get(_q(attribute), "1")), _MAX_REPEAT))
+        wanted = max(1, min(int(node.get(_q(attribute), "1")), _MAX_REPEAT))
     except ValueError:
         return 1
+    granted = max(1, min(wanted, budget[0] // max(cells, 1)))
+    budget[0] -= (granted - 1) * cells
+    return granted
 
 
-def _rows(table: Any) -> Iterator[str]:
+def _rows(table: Any, budget: list[int]) -> Iterator[str]:
     """A table's rows as lines with ' | ' between cells; empty rows and trailing cells go."""
     for row in table.iter(_ROW):
         if _owner(row) is not table:
@@ -327,12 +334,13 @@ def _rows(table: Any) -> Iterator[str]:
             if cell.tag not in (_CELL, _COVERED):
                 continue
             text = " ".join(" ".join(_paragraphs(cell)).split())
-            cells.extend([text] * (_repeat(cell, "table:number-columns-repeated") if text else 1))
+            repeat = _repeat(cell, "table:number-columns-repeated", budget) if text else 1
+            cells.extend([text] * repeat)
         while cells and not cells[-1]:
             cells.pop()
         if cells:
             line = " | ".join(cells)
-            for _ in range(_repeat(row, "table:number-rows-repeated")):
+            for _ in range(_repeat(row, "table:number-rows-repeated", budget, len(cells))):
                 yield line
 
 

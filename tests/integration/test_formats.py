@@ -249,6 +249,34 @@ def test_an_odf_zip_bomb_fails_on_its_unpacked_size(tmp_path: Path) -> None:
     assert time.monotonic() - started < 2.0
 
 
+def test_repeated_cells_do_not_expand_without_end(tmp_path: Path) -> None:
+    """ODF writes a repeated cell once with a count: 2,000 rows of 1,000,000 x 1,024 cells."""
+    row = (
+        b'<table:table-row table:number-rows-repeated="1000000"><table:table-cell '
+        b'table:number-columns-repeated="1024" office:value-type="string"><text:p>x</text:p>'
+        b"</table:table-cell></table:table-row>"
+    )
+    content = (
+        b'<?xml version="1.0" encoding="UTF-8"?><office:document-content '
+        b'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        b'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+        b'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"><office:body>'
+        b'<office:spreadsheet><table:table table:name="Flood">'
+        + row * 2000
+        + b"</table:table></office:spreadsheet></office:body></office:document-content>"
+    )
+    path = make_zip_with_parts(
+        tmp_path / "flood.ods",
+        {"mimetype": b"application/vnd.oasis.opendocument.spreadsheet", "content.xml": content},
+    )
+    started = time.monotonic()
+    doc = parse_file(path, max_bytes=LIMIT)
+    assert time.monotonic() - started < 20.0
+    (sheet,) = doc.elements
+    assert sheet.heading == "Flood"
+    assert sheet.text.count("x") <= 1_000_000 + 2000 * 1024  # not 2,000,000,000
+
+
 def test_a_password_protected_odt_is_refused_as_such(tmp_path: Path) -> None:
     source = _file("harbour.odt", tmp_path)
     locked = tmp_path / "locked.odt"

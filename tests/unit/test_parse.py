@@ -48,15 +48,15 @@ from tests.fixtures.documents import (
     make_text,
     make_zip,
 )
-from tests.fixtures.formats import FORMAT_SAMPLES
+from tests.fixtures.formats import FORMAT_SAMPLES, fixture
 from tests.fixtures.hostile import make_docx_bomb, make_zip_with_parts
 
 MB = 1024 * 1024
 LIMIT = 50 * MB
-HAVE_TESSERACT = shutil.which("tesseract") is not None
 # The formats offices use (OpenDocument, RTF, Outlook, 97-2003 Office, EPUB) are real files
 # in tests/fixtures/formats; more on them in tests/integration/test_formats.py.
 ALL_SAMPLES = {**SUPPORTED_SAMPLES, **FORMAT_SAMPLES}
+HAVE_TESSERACT = shutil.which("tesseract") is not None
 INVISIBLE = (
     [chr(c) for c in range(0x200B, 0x2010)]
     + [chr(c) for c in range(0x2060, 0x2065)]
@@ -87,7 +87,7 @@ def test_network_guard_catches_a_real_attempt(network_attempts: list[str]) -> No
     assert network_attempts
 
 
-NETWORK_CASES = sorted(SUPPORTED_SAMPLES) + (["scanned-pdf-ocr"] if HAVE_TESSERACT else [])
+NETWORK_CASES = sorted(ALL_SAMPLES) + (["scanned-pdf-ocr"] if HAVE_TESSERACT else [])
 
 
 @pytest.mark.parametrize("case", NETWORK_CASES)
@@ -97,7 +97,7 @@ def test_parsing_never_touches_the_network(
     if case == "scanned-pdf-ocr":
         path = make_scanned_pdf(documents_dir / "scan.pdf")
     else:
-        sample = SUPPORTED_SAMPLES[case]
+        sample = ALL_SAMPLES[case]
         path = sample.make(documents_dir / sample.filename)
     doc = parse_file(path, max_bytes=LIMIT)
     assert doc.elements
@@ -456,6 +456,36 @@ def test_content_wins_over_a_wrong_office_extension(documents_dir: Path) -> None
     path = make_docx(documents_dir / "really-a-docx.pdf")
     doc = parse_file(path, max_bytes=LIMIT)
     assert doc.mime_type == SUPPORTED_SAMPLES[".docx"].mime_type
+
+
+@pytest.mark.parametrize(
+    ("fixture_name", "wrong_name", "extension"),
+    [
+        ("harbour.odt", "notes.docx", ".odt"),
+        ("ledger.ods", "ledger.xlsx", ".ods"),
+        ("outer.msg", "mail.doc", ".msg"),
+        ("harbour.doc", "harbour.xls", ".doc"),
+        ("ledger.xls", "ledger.ppt", ".xls"),
+        ("harbour.rtf", "harbour.txt", ".rtf"),
+        ("harbour.epub", "book.zip", ".epub"),
+    ],
+)
+def test_new_formats_are_known_by_their_content_not_their_name(
+    fixture_name: str, wrong_name: str, extension: str, documents_dir: Path
+) -> None:
+    path = documents_dir / wrong_name
+    shutil.copyfile(fixture(fixture_name), path)
+    assert detect_type(path) == FORMAT_SAMPLES[extension].mime_type
+
+
+def test_other_opendocument_kinds_say_what_to_save_them_as(documents_dir: Path) -> None:
+    drawing = make_zip_with_parts(
+        documents_dir / "plan.odg",
+        {"mimetype": b"application/vnd.oasis.opendocument.graphics", "content.xml": b"<x/>"},
+    )
+    with pytest.raises(UnsupportedType, match="OpenDocument drawing") as caught:
+        detect_type(drawing)
+    assert "save it as .odt, .ods or .odp" in caught.value.reason
 
 
 def test_text_named_pdf_is_corrupt(documents_dir: Path) -> None:
