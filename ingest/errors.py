@@ -1,6 +1,7 @@
 """Why a document could not be ingested: one tree, each error with a reason for a person.
 
-    IngestError                 ingest_failed       base; also a broken parser installation
+    IngestError                 ingest_failed       base; also a broken parser installation,
+                                                    LibreOffice missing (converter_unavailable)
     ├── UnsupportedType         unsupported_type    says which types are supported
     ├── EmptyDocument           empty               empty file, or no text at all
     ├── CorruptDocument         corrupt             a library could not read the file

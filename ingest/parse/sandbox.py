@@ -292,7 +292,7 @@ class _Slot:
         return conn, process
 
     def kill(self) -> None:
-        """End the child and everything it started (tesseract), if one runs."""
+        """End the child and everything it started (tesseract, LibreOffice), if one runs."""
         with self._kill_lock:
             process, conn = self._process, self._conn
             self._process = self._conn = None
