@@ -88,6 +88,18 @@ def _filters(
 
 
 _DOC_KEYS = ("doc", "doc_id", "document")
+# Detail keys whose bare name says little; the rest read as their own words.
+_DETAIL_LABELS = {
+    "window": "Searched the newest entries",
+    "returned": "Entries returned",
+    "cursor": "Older than entry",
+    "for": "About",
+    "doc": "Document",
+    "held": "Held action",
+    "why": "Why held",
+    "before": "Before",
+    "after": "After",
+}
 _LIST_SHOWN = 8
 
 
@@ -120,7 +132,7 @@ def _entry_out(
     actor = object_label(session, rt.crypto, viewer, entry.actor)
     fields = [
         DetailField(
-            label=key.replace("_", " ").capitalize(),
+            label=_DETAIL_LABELS.get(key, key.replace("_", " ").capitalize()),
             value=_readable(session, rt, viewer, key, value),
         )
         for key, value in entry.details.items()

@@ -79,7 +79,19 @@ def every_filter(seconds: int | None) -> str:
     return f"every {seconds} seconds"  # pragma: no cover - the 1-second unit always divides
 
 
+def ticks_filter(text: str | None) -> Markup:
+    """Text with `backticked` commands shown as <code> (the rest escaped)."""
+    parts = str(text or "").split("`")
+    return Markup(  # noqa: S704 - every part escaped
+        "".join(
+            f"<code>{escape(part)}</code>" if i % 2 else str(escape(part))
+            for i, part in enumerate(parts)
+        )
+    )
+
+
 templates.env.filters["when"] = when_filter
+templates.env.filters["ticks"] = ticks_filter
 templates.env.filters["every"] = every_filter
 
 # What a job's counts mean, in words (a count of 0 is left out).

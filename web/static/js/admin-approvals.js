@@ -1,10 +1,12 @@
 // Admin: the approvals inbox — approve (runs once) or reject another admin's held action.
-import { api, clear, el, labelEl, showError, timeEl, toast } from "./api.js";
+import { api, clear, el, labelEl, showError, ticksEl, timeEl, toast } from "./api.js";
 
 const tbody = document.getElementById("approvals");
 const errorBox = document.getElementById("approvals-error");
 const filter = document.getElementById("approval-status");
 const me = document.body.dataset.username;
+// The page says it once when nobody else can approve; then the rows need not repeat it.
+const pageNote = document.getElementById("second-admin-note");
 
 const STATUS = { pending: "Waiting", approved: "Approved", rejected: "Rejected", expired: "Expired" };
 
@@ -15,7 +17,7 @@ function describe(r) {
     el("strong", {}, r.summary || r.kind),
     links.length ? el("p", { class: "hint about" }, "See ", links.flatMap((a, i) => [i ? ", " : "", labelEl(a)])) : null,
     r.reason ? el("p", { class: "hint" }, `Reason: ${r.reason}`) : null,
-    r.status === "pending" && r.waiting_note ? el("p", { class: "answer-note" }, r.waiting_note.replace(/`/g, "")) : null,
+    r.status === "pending" && r.waiting_note && !pageNote ? ticksEl(r.waiting_note, "p", { class: "answer-note" }) : null,
   ];
 }
 

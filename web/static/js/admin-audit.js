@@ -1,5 +1,5 @@
 // Admin: audit log search (filters, paging) and export (direct, or after a second admin's approval).
-import { api, clear, el, errorFrom, headers, labelEl, showError, timeEl } from "./api.js";
+import { api, clear, el, errorFrom, headers, labelEl, showError, ticksEl, timeEl } from "./api.js";
 
 const PAGE = 25;
 const form = document.getElementById("audit-filters");
@@ -153,7 +153,7 @@ document.getElementById("export-form").addEventListener("submit", async (event) 
     const body = { format, reason: reason || null, actor: f.actor || null, action: f.action || null,
       target: f.target || null, outcome: f.outcome || null, since: f.from || null, until: f.to || null };
     const held = await api("POST", "/api/admin/audit/export-requests", body);
-    exportNotice.textContent = `Exports need a second admin's approval: your request is in the approvals inbox. Download it here once approved.${held.waiting_note ? ` ${held.waiting_note.replace(/`/g, "")}` : ""}`;
+    clear(exportNotice).append(ticksEl(`Exports need a second admin's approval: your request is in the approvals inbox. Download it here once approved.${held.waiting_note ? ` ${held.waiting_note}` : ""}`));
     exportNotice.hidden = false;
     loadRequests();
   } catch (error) {

@@ -107,7 +107,8 @@ function fillPicker() {
   const shown = candidates.filter((d) => !needle || d.label.toLowerCase().includes(needle)
     || d.owner.toLowerCase().includes(needle) || d.classification.includes(needle));
   clear(picker);
-  picker.append(el("option", { value: "" }, shown.length ? `Choose one of ${shown.length} documents` : "No document matches"));
+  const none = candidates.length ? "No document matches" : "No documents on the appliance yet";
+  picker.append(el("option", { value: "" }, shown.length ? `Choose one of ${shown.length} documents` : none));
   for (const d of shown) {
     picker.append(el("option", { value: d.id, selected: d.id === docId }, `${d.label}${d.legal_hold ? " (on hold)" : ""}`));
   }

@@ -1,6 +1,6 @@
 // Admin: accounts — create, disable/enable, reset password or second factor, unlock, delete,
 // group membership, and the admin role (which waits for a second admin's approval).
-import { api, clear, confirmDialog, el, showError, timeEl, toast } from "./api.js";
+import { api, clear, confirmDialog, el, showError, ticksEl, timeEl, toast } from "./api.js";
 
 const tbody = document.getElementById("users");
 const errorBox = document.getElementById("users-error");
@@ -21,7 +21,7 @@ document.getElementById("secret-done").addEventListener("click", () => {
 });
 
 function tell(text) {
-  notice.textContent = text;
+  clear(notice).append(ticksEl(text));
   notice.hidden = !text;
 }
 
@@ -42,7 +42,7 @@ async function act(work, message) {
 // A 202 answer: the action is filed for a second admin; say so, and why nobody can yet.
 function held(result, what) {
   if (!result || result.status !== "pending") return false;
-  tell(`${what} needs a second admin's approval: the request is in the approvals inbox.${result.waiting_note ? ` ${result.waiting_note.replace(/`/g, "")}` : ""}`);
+  tell(`${what} needs a second admin's approval: the request is in the approvals inbox.${result.waiting_note ? ` ${result.waiting_note}` : ""}`);
   return true;
 }
 
@@ -158,7 +158,7 @@ document.getElementById("create-user").addEventListener("submit", async (event) 
   if (result) {
     showSecret(`One-time password for ${result.user.username}:`, result.one_time_password);
     if (result.approval_id) {
-      tell(`${result.user.username} was created as a user: making them an admin needs a second admin's approval, and the request is in the approvals inbox.${result.waiting_note ? ` ${result.waiting_note.replace(/`/g, "")}` : ""}`);
+      tell(`${result.user.username} was created as a user: making them an admin needs a second admin's approval, and the request is in the approvals inbox.${result.waiting_note ? ` ${result.waiting_note}` : ""}`);
     }
     name.value = "";
   }

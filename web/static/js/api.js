@@ -193,3 +193,8 @@ export function labelEl(label) {
   const href = typeof label.href === "string" && label.href.startsWith("/") && !label.href.startsWith("//") ? label.href : null;
   return href ? el("a", { href }, label.text) : document.createTextNode(label.text);
 }
+
+// Text with `backticked` commands as <code> nodes (the rest as text).
+export function ticksEl(text, tag = "span", attrs = {}) {
+  return el(tag, attrs, String(text || "").split("`").map((part, i) => (i % 2 ? el("code", {}, part) : part)));
+}
