@@ -339,3 +339,48 @@ def test_enrolment_key_in_groups_of_four_and_codes_to_keep(contexts: Any, site: 
     page.emulate_media(media="screen")
     page.get_by_role("button", name="I have stored them").click()
     page.wait_for_url(re.compile(r"/(\?.*)?$"))
+
+
+CREATE_USER = """async (name) => {
+  const csrf = document.cookie.split("; ").find((c) => c.startsWith("__Host-csrf="));
+  const token = decodeURIComponent(csrf.split("=")[1]);
+  const response = await fetch("/api/admin/users", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": token },
+    body: JSON.stringify({ username: name }),
+  });
+  return response.status;
+}"""
+
+
+def test_an_admin_applying_new_sharing_to_a_duplicate_sees_it_held(
+    contexts: Any, site: Site, tmp_path: Path
+) -> None:
+    lena = account(site, "lena")
+    with site.rt.sessions() as s:
+        s.get_one(type(lena.user), lena.user.id).role = "admin"
+        s.commit()
+    page = contexts("lena").new_page()
+    sign_in(page, lena)
+    # An account whose credentials lena sets: sharing a confidential document with it waits.
+    assert page.evaluate(CREATE_USER, "moss") == 201
+    pay = tmp_path / "pay-scales.md"
+    pay.write_text("# Pay scales\n\nGrade seven starts at the second step of the table.\n")
+    page.goto("/documents")
+    page.locator("#upload-classification").select_option("confidential")
+    page.locator("#files").set_input_files(str(pay))
+    final_states(page, 1)
+    page.locator("#upload-classification").select_option("")
+    page.get_by_label("Who else may read them").fill("moss")
+    page.get_by_role("button", name="Add", exact=True).click()
+    page.locator("#files").set_input_files(str(pay))
+    final_states(page, 2)
+    again = page.locator(".upload-item").last
+    expect(again.locator(".upload-status")).to_contain_text("You asked to share it with moss.")
+    again.get_by_role("button", name="Apply the new sharing and classification to it").click()
+    expect(again.locator(".upload-status")).to_have_text(
+        "“Pay scales”: moss: held for a second administrator's approval."
+    )
+    row = page.locator("#documents tr", has_text="pay-scales.md")
+    expect(row.locator("td.shared")).to_have_text("Only you")  # nothing granted yet
+    shot(page, "daily-13-duplicate-held")

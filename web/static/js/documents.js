@@ -174,7 +174,7 @@ async function removeDocument(doc) {
 
 function setStatus(item, text, kind) {
   item.status.textContent = text;
-  item.li.classList.remove("failed", "ok", "duplicate");
+  item.li.classList.remove("failed", "ok", "duplicate", "held");
   if (kind) item.li.classList.add(kind);
 }
 
@@ -259,7 +259,8 @@ async function applyWanted(item, doc) {
       said.push(`classification not changed (${error.message})`);
     }
   }
-  setStatus(item, `“${docName(doc)}”: ${said.join("; ")}.`, said.some((s) => s.includes("not ")) ? "failed" : "ok");
+  const kind = said.some((s) => s.includes("not ")) ? "failed" : said.some((s) => s.includes("held")) ? "held" : "ok";
+  setStatus(item, `“${docName(doc)}”: ${said.join("; ")}.`, kind);
   setActions(item);
   loadLibrary();
 }
