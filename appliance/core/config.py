@@ -199,8 +199,8 @@ class IngestSettings(_Section):
         100,
         ge=1,
         description=(
-            "An Office file (DOCX, PPTX, XLSX) may unpack to at most this many times its own "
-            "size, or to `unpack_floor_mb` if that is more; beyond that it is refused as a "
+            "A ZIP-based file (DOCX, PPTX, XLSX, ODT, ODS, ODP, EPUB) may unpack to at most "
+            "this many times its own size, or to `unpack_floor_mb` if that is more; beyond that it is refused as a "
             "zip bomb. Real documents unpack to 2-25x, repetitive ones to about 50x."
         ),
     )
