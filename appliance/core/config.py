@@ -200,8 +200,9 @@ class IngestSettings(_Section):
         ge=1,
         description=(
             "A ZIP-based file (DOCX, PPTX, XLSX, ODT, ODS, ODP, EPUB) may unpack to at most "
-            "this many times its own size, or to `unpack_floor_mb` if that is more; beyond that it is refused as a "
-            "zip bomb. Real documents unpack to 2-25x, repetitive ones to about 50x."
+            "this many times its own size, or to `unpack_floor_mb` if that is more; beyond "
+            "that it is refused as a zip bomb. Real documents unpack to 2-25x, repetitive "
+            "ones to about 50x."
         ),
     )
     unpack_floor_mb: int = Field(
