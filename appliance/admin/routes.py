@@ -95,6 +95,10 @@ def object_label(
         return ObjectLabel(text=f"{ident} documents")
     if kind == "retention":
         return ObjectLabel(text="the retention policies", href="/admin/retention")
+    if kind == "session" and ident:
+        return ObjectLabel(text="a sign-in session")
+    if kind == "token" and ident:
+        return ObjectLabel(text="an API token")
     if ref == "audit":
         return ObjectLabel(text="the audit log", href="/admin/audit")
     if ref == "everyone":

@@ -131,10 +131,10 @@ def set_switch(
     _set_estimate(session, name, back_by if on else None)
     row = session.get(SystemSwitch, name)
     before = bool(row and row.on)
-    if row is None:
+    if row is None and before != on:  # a no-op leaves no row ("last changed by unknown")
         row = SystemSwitch(name=name)
         session.add(row)
-    if before != on:
+    if row is not None and before != on:
         row.on = on
         row.changed_by = actor
         row.changed_at = now

@@ -88,6 +88,7 @@ def _filters(
 
 
 _DOC_KEYS = ("doc", "doc_id", "document")
+_ID_KINDS = {"user_id": "user", "transfer_to": "user", "group_id": "group"}
 # Detail keys whose bare name says little; the rest read as their own words.
 _DETAIL_LABELS = {
     "window": "Searched the newest entries",
@@ -108,7 +109,11 @@ def _readable(session: Session, rt: Runtime, viewer: User, key: str, value: Any)
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, str):
-        ref = f"doc:{value}" if key in _DOC_KEYS and ":" not in value else value
+        ref = value
+        if ":" not in value and key in _DOC_KEYS:
+            ref = f"doc:{value}"
+        elif ":" not in value and key in _ID_KINDS:
+            ref = f"{_ID_KINDS[key]}:{value}"
         label = object_label(session, rt.crypto, viewer, ref) if ":" in ref else None
         return label.text if label is not None else value
     if isinstance(value, list):

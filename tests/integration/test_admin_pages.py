@@ -170,7 +170,7 @@ def test_documents_are_named_as_the_admin_may_see_them(
     request = admin_browser.get("/api/admin/audit?action=approval.request").json()["entries"][0]
     values = " ".join(f["value"] for f in request["fields"])
     assert "a confidential document owned by alice" in values
-    assert not re.search(r"(user|doc):[0-9a-f]{32}", values), values
+    assert not HEX_ID.search(values), values
     assert request["actor_name"] == "root"
     assert request["actor_href"] == f"/admin/users#user-{root.user.id}"
 

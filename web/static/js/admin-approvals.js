@@ -54,9 +54,9 @@ async function load() {
     }
     const row = el("tr", { id: `approval-${r.id}`, dataset: { kind: r.kind } },
       el("td", {}, describe(r)),
-      el("td", {}, r.requester, el("br"), el("span", { class: "hint" }, timeEl(r.created_at))),
-      el("td", {}, STATUS[r.status] || r.status, r.decided_by ? ` by ${r.decided_by}` : ""),
-      el("td", {}, timeEl(r.expires_at)),
+      el("td", { dataset: { label: "Asked by" } }, r.requester, el("br"), el("span", { class: "hint" }, timeEl(r.created_at))),
+      el("td", { dataset: { label: "Status" } }, STATUS[r.status] || r.status, r.decided_by ? ` by ${r.decided_by}` : ""),
+      el("td", { dataset: { label: "Expires" } }, timeEl(r.expires_at)),
       actions);
     if (location.hash === `#approval-${r.id}`) row.classList.add("target");
     tbody.append(row);

@@ -25,7 +25,7 @@ function filters() {
 // Details as labelled fields, ids already replaced by names the server lets this admin see.
 function details(entry) {
   const fields = entry.fields || [];
-  if (!fields.length) return "";
+  if (!fields.length) return null;
   return el("dl", { class: "fields" }, fields.flatMap((f) => [
     el("dt", {}, f.label),
     el("dd", {}, f.value.length > 200 ? `${f.value.slice(0, 200)}…` : f.value),
@@ -60,12 +60,12 @@ async function search(page = 0) {
   for (const e of result.entries) {
     const who = e.actor_href ? labelEl({ text: e.actor_name || e.actor, href: e.actor_href }) : (e.actor_name || e.actor);
     tbody.append(el("tr", { dataset: { action: e.action } },
-      el("td", {}, timeEl(e.ts)),
-      el("td", {}, who, e.client ? el("span", { class: "hint" }, ` from ${e.client}`) : null),
-      el("td", {}, el("code", {}, e.action)),
-      el("td", {}, onWhat(e)),
-      el("td", {}, e.outcome),
-      el("td", { class: "details" }, details(e))));
+      el("td", { dataset: { label: "When" } }, timeEl(e.ts)),
+      el("td", { dataset: { label: "Who" } }, who, e.client ? el("span", { class: "hint" }, ` from ${e.client}`) : null),
+      el("td", { dataset: { label: "Action" } }, el("code", {}, e.action)),
+      el("td", { dataset: { label: "On what" } }, onWhat(e)),
+      el("td", { dataset: { label: "Outcome" } }, e.outcome),
+      el("td", { class: "details", dataset: { label: "Details" } }, details(e))));
   }
   nextCursor = result.next_cursor;
   cursors = cursors.slice(0, page + 1);

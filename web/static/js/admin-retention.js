@@ -32,8 +32,8 @@ function render(policy) {
     tbody.append(el("tr", {},
       el("td", {}, el("label", { for: `p-${key}` }, label(key)),
         o ? el("p", { class: "hint" }, `Set by ${o.updated_by_name || o.updated_by}, `, timeEl(o.updated_at)) : null),
-      el("td", {}, input),
-      el("td", {}, policy.settings[key] === null ? "forever" : String(policy.settings[key])),
+      el("td", { dataset: { label: "Days in force" } }, input),
+      el("td", { dataset: { label: "Settings file" } }, policy.settings[key] === null ? "forever" : String(policy.settings[key])),
       el("td", {}, reset)));
   }
 }

@@ -89,7 +89,7 @@ function actions(u) {
 }
 
 function groupCell(u) {
-  const cell = el("td", { class: "user-groups" });
+  const cell = el("td", { class: "user-groups", dataset: { label: "Groups" } });
   const list = el("ul", { class: "chips" });
   for (const g of u.groups) {
     list.append(el("li", {}, el("a", { href: `/admin/groups#group-${g.id}` }, g.name),
@@ -117,8 +117,8 @@ function groupCell(u) {
 }
 
 function roleCell(u) {
-  if (!u.pending_admin) return el("td", {}, u.role);
-  return el("td", {}, u.role, el("br"),
+  if (!u.pending_admin) return el("td", { dataset: { label: "Role" } }, u.role);
+  return el("td", { dataset: { label: "Role" } }, u.role, el("br"),
     el("a", { class: "pending", href: `/admin/approvals#approval-${u.pending_admin}` }, "admin: waiting for approval"));
 }
 
@@ -132,7 +132,7 @@ async function load() {
   }
   clear(tbody);
   for (const u of users) {
-    const stateCell = el("td", {}, u.is_active ? "active" : "disabled");
+    const stateCell = el("td", { dataset: { label: "State" } }, u.is_active ? "active" : "disabled");
     if (u.locked_until) stateCell.append(", locked until ", timeEl(u.locked_until));
     if (u.must_change_password) stateCell.append(", must change password");
     tbody.append(el("tr", { id: `user-${u.id}`, dataset: { username: u.username } },
@@ -140,8 +140,8 @@ async function load() {
       roleCell(u),
       groupCell(u),
       stateCell,
-      el("td", {}, u.totp_enrolled ? "enrolled" : "not yet enrolled"),
-      el("td", {}, timeEl(u.created_at)),
+      el("td", { dataset: { label: "Second factor" } }, u.totp_enrolled ? "enrolled" : "not yet enrolled"),
+      el("td", { dataset: { label: "Created" } }, timeEl(u.created_at)),
       el("td", { class: "actions" }, actions(u))));
   }
   if (location.hash) {
