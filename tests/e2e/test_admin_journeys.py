@@ -194,6 +194,10 @@ def test_a_lone_admin_manages_users_groups_and_holds(
         lift = admin.locator("#approvals tr", has_text="Lift the legal hold on")
         expect(lift).to_contain_text("a confidential document owned by pat")
         expect(admin.locator("body")).not_to_contain_text("Falcon")
+        # The request links to the document: its retention and hold, picked already.
+        lift.get_by_role("link", name=re.compile("a confidential document owned by pat")).click()
+        admin.wait_for_url(re.compile(r"/admin/retention\?doc=[0-9a-f]{32}$"))
+        expect(admin.locator("#hold-summary")).to_contain_text("under legal hold since")
 
         # -- item 8: the audit log pages, export first, names not ids ----------------------
         for _ in range(30):  # every search is audited: more than one page of entries
