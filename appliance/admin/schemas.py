@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class SwitchOut(BaseModel):
@@ -47,7 +47,7 @@ class SwitchesIn(BaseModel):
         None,
         max_length=500,
         description="Why; shown to admins, and to users while answering is paused or the "
-        "appliance is read-only. It may be left out, but not blank.",
+        "appliance is read-only. Required when a switch is turned on; never blank.",
     )
     back_by: dt.datetime | None = Field(
         None,
@@ -63,6 +63,16 @@ class SwitchesIn(BaseModel):
                 "Give a reason: other admins see it, and users see it while the service is paused."
             )
         return value.strip() if value is not None else None
+
+    @model_validator(mode="after")
+    def _reason_when_turned_on(self) -> SwitchesIn:
+        turned_on = any((self.answering_paused, self.ingestion_paused, self.read_only))
+        if turned_on and self.reason is None:
+            raise ValueError(
+                "Give a reason when you turn a switch on: other admins see it, and users see "
+                "it while the service is paused."
+            )
+        return self
 
     @field_validator("back_by")
     @classmethod

@@ -372,6 +372,7 @@ def test_admin_and_users_journey(contexts: Any, site: Site, tmp_path: Path) -> N
     # -- disabling an account ends its sessions at once ---------------------------------------
     admin.goto("/admin/users")
     admin.get_by_role("button", name="Disable: sam").click()
+    admin.get_by_role("dialog").get_by_role("button", name="Disable").click()
     expect(admin.locator('tr[data-username="sam"]')).to_contain_text("disabled")
     sam.goto("/")
     expect(sam).to_have_url(re.compile(r"/signin\?next=/$"))

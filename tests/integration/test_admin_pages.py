@@ -220,8 +220,15 @@ def test_a_blank_reason_is_refused(admin_browser: Browser) -> None:
         )
         assert r.status_code == 422, r.text
         assert "Give a reason" in r.text
+    # Left out altogether, when a switch is turned on, is refused too; turning off needs none.
+    r = admin_browser.request("PUT", "/api/admin/system/switches", json={"read_only": True})
+    assert r.status_code == 422, r.text
+    assert "Give a reason when you turn a switch on" in r.text
     state = admin_browser.get("/api/admin/system/switches").json()
     assert state["answering_paused"]["on"] is False
+    assert state["read_only"]["on"] is False
+    r = admin_browser.request("PUT", "/api/admin/system/switches", json={"read_only": False})
+    assert r.status_code == 200, r.text
 
 
 def test_users_meet_the_reason_and_estimate(

@@ -103,7 +103,9 @@ def test_the_main_flows_are_audited(
         rotation.rotate_audited(
             session=s, crypto=runtime.crypto, key_file=runtime.settings.key_file, actor="operator:t"
         )
-    admin_browser.request("PUT", "/api/admin/system/switches", json={"ingestion_paused": True})
+    admin_browser.request(
+        "PUT", "/api/admin/system/switches", json={"ingestion_paused": True, "reason": "disk swap"}
+    )
 
     events = _events(runtime)
     actions = {e.action for e in events}

@@ -89,7 +89,7 @@ def test_paused_answering_gets_a_maintenance_message(
 def test_paused_ingestion_queues_uploads_but_starts_none(
     runtime: Runtime, admin_browser: Browser, user_browser: Browser
 ) -> None:
-    _put(admin_browser, ingestion_paused=True)
+    _put(admin_browser, ingestion_paused=True, reason="disk swap")
     r = user_browser.post(
         "/api/documents", files={"file": ("n.md", b"# N\n\nHello there.\n", "text/markdown")}
     )
@@ -115,7 +115,7 @@ def test_read_only_refuses_changes_but_not_sign_in_or_the_switch(
     alice: Account,
 ) -> None:
     runtime._generator = FakeGenerator("An answer.")
-    assert _put(admin_browser, read_only=True).status_code == 200
+    assert _put(admin_browser, read_only=True, reason="restore test").status_code == 200
     upload = user_browser.post(
         "/api/documents", files={"file": ("n.md", b"# N\n\nHello.\n", "text/markdown")}
     )
@@ -151,7 +151,11 @@ def test_switches_survive_a_restart_and_reach_another_instance(
             assert state["answering_paused"]["on"] is True
             assert state["answering_paused"]["reason"] == "upgrade"
             # ...and a flip there applies here at the next request (no cache).
-            b.request("PUT", SWITCHES, json={"answering_paused": False, "read_only": True})
+            b.request(
+                "PUT",
+                SWITCHES,
+                json={"answering_paused": False, "read_only": True, "reason": "restore"},
+            )
         refused = admin_browser.post("/api/admin/users", json={"username": "zed"})
         assert refused.status_code == 503
     finally:
