@@ -100,10 +100,9 @@ export function clear(node) {
   return node;
 }
 
+// The one time format of the site ("3 Dec 2026, 14:05", the reader's time zone).
 export function when(iso) {
-  if (!iso) return "";
-  const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? iso : d.toLocaleString();
+  return formatWhen(iso);
 }
 
 export function bytes(n) {
