@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from appliance.chat.evidence import COSINE_WEIGHT, Passage, content_terms, split_sentences
+from appliance.chat.evidence import COSINE_WEIGHT, Passage, content_terms
 from appliance.chat.render import UNSUPPORTED_MARK
+from ingest.sentences import split_sentences
 from models.protocols import Embedder
 
 SUPPORT_THRESHOLD = 0.62

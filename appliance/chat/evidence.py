@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.chat.retrieval import Source
+from ingest.sentences import split_sentences
 from models.protocols import Embedder
 
 COSINE_WEIGHT = 0.65
@@ -27,18 +28,8 @@ COSINE_WEIGHT = 0.65
 MAX_HIGHLIGHTS = 3
 HIGHLIGHT_RATIO = 0.8
 """A further sentence is highlighted when it scores at least this share of the best one."""
-MAX_SENTENCE_CHARS = 400
 
 _WORD = re.compile(r"[a-z0-9][a-z0-9_'-]*")
-# A sentence ends at . ! ? (or a closing quote/bracket after them) followed by space and
-# something that starts a sentence; line breaks between list items and headings end one too.
-_BOUNDARY = re.compile(
-    r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])"
-    r"|\n\s*\n"
-    r"|\n(?=\s*(?:[-*\u2022]|\d+[.)]|#+)\s)"
-)
-_ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "vs.", "cf.", "approx.", "no.", "fig.", "mr.", "dr.")
-
 # A word list reads better as text than as 150 quoted strings.
 STOPWORDS = frozenset(
     """
@@ -68,26 +59,6 @@ def content_terms(text: str) -> set[str]:
 def overlap(wanted: set[str], found: set[str]) -> float:
     """Share of `wanted` terms that occur in `found` (0 when nothing is wanted)."""
     return len(wanted & found) / len(wanted) if wanted else 0.0
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split a passage or an answer into sentences (list items and headings count as one)."""
-    pieces: list[str] = []
-    for raw in _BOUNDARY.split(text):
-        piece = " ".join(raw.split())
-        if not piece:
-            continue
-        if pieces and pieces[-1].lower().endswith(_ABBREVIATIONS):
-            pieces[-1] = f"{pieces[-1]} {piece}"
-            continue
-        while len(piece) > MAX_SENTENCE_CHARS:
-            cut = piece.rfind(" ", 0, MAX_SENTENCE_CHARS)
-            cut = cut if cut > MAX_SENTENCE_CHARS // 2 else MAX_SENTENCE_CHARS
-            pieces.append(piece[:cut])
-            piece = piece[cut:].lstrip()
-        if piece:
-            pieces.append(piece)
-    return pieces
 
 
 @dataclass
@@ -177,14 +148,24 @@ def build(
     if not flat:
         return []
     queries = [question] if not context or context == question else [question, context]
-    vectors = embedder.embed([*queries, *flat])
-    query_vectors, sentence_vectors = vectors[: len(queries)], vectors[len(queries) :]
+    # Sentences whose vectors were stored at ingestion are not embedded again: then only the
+    # question is, and the evidence is ready in milliseconds after the search.
+    stored = [
+        s.sentence_vectors
+        if s.sentence_vectors is not None and len(s.sentence_vectors) == len(sentences)
+        else None
+        for s, sentences in zip(sources, split, strict=True)
+    ]
+    missing = [x for v, group in zip(stored, split, strict=True) if v is None for x in group]
+    vectors = embedder.embed([*queries, *missing])
+    query_vectors, fresh = vectors[: len(queries)], vectors[len(queries) :]
     query_terms = [content_terms(q) for q in queries]
     passages: list[Passage] = []
-    start = 0
-    for source, sentences in zip(sources, split, strict=True):
-        block = sentence_vectors[start : start + len(sentences)]
-        start += len(sentences)
+    for source, sentences, cached in zip(sources, split, stored, strict=True):
+        if cached is not None:
+            block = cached
+        else:
+            block, fresh = fresh[: len(sentences)], fresh[len(sentences) :]
         terms = [content_terms(s) for s in sentences]
         scores = [
             max(many)

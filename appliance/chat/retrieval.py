@@ -8,8 +8,10 @@ indexed (live) and still granted to one of those principals.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -22,6 +24,7 @@ from appliance.core.runtime import Runtime
 from appliance.documents import service as docs
 from appliance.documents.tables import Chunk, Document
 from ingest.index import Hit
+from ingest.sentences import split_sentences, unpack_vectors
 
 
 @dataclass(frozen=True)
@@ -37,12 +40,16 @@ class Source:
     heading: str | None
     text: str
     score: float
+    # The vectors of its sentences stored at ingestion (None for older chunks): internal.
+    sentence_vectors: npt.NDArray[np.float32] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def public(self, snippet_chars: int = 300) -> dict[str, object]:
         """What the API shows of it: no scores' internals, a bounded snippet."""
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["snippet"] = self.text[:snippet_chars]
-        del data["text"]
+        del data["text"], data["sentence_vectors"]
         return data
 
 
@@ -110,6 +117,22 @@ def retrieve(
         doc = documents.get(hit.doc_id)
         if chunk is None or doc is None:
             continue
+        text = crypto.decrypt_text(
+            DOC_KEY, doc.id, places.chunk_text(chunk.chunk_no), chunk.text_ct
+        )
+        sentence_vectors = (
+            unpack_vectors(
+                crypto.decrypt(
+                    DOC_KEY,
+                    doc.id,
+                    places.chunk_sentence_vectors(chunk.chunk_no),
+                    chunk.sentence_vectors_ct,
+                ),
+                sentences=len(split_sentences(text)),
+            )
+            if chunk.sentence_vectors_ct
+            else None
+        )
         sources.append(
             Source(
                 rank=len(sources) + 1,
@@ -123,10 +146,9 @@ def retrieve(
                 )
                 if chunk.heading_ct
                 else None,
-                text=crypto.decrypt_text(
-                    DOC_KEY, doc.id, places.chunk_text(chunk.chunk_no), chunk.text_ct
-                ),
+                text=text,
                 score=round(hit.score, 4),
+                sentence_vectors=sentence_vectors,
             )
         )
     return sources

@@ -38,6 +38,11 @@ def chunk_heading(chunk_no: int) -> str:
     return f"chunk:{chunk_no}:heading"
 
 
+def chunk_sentence_vectors(chunk_no: int) -> str:
+    """The vectors of a chunk's sentences, in its document's key."""
+    return f"chunk:{chunk_no}:sentence-vectors"
+
+
 def conversation(conv_id: str, what: str) -> str:
     """Part of a conversation, in its owner's chat key: ``title``, ``message:<id>``, ..."""
     return f"conversation:{conv_id}:{what}"

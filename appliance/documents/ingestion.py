@@ -56,6 +56,7 @@ from ingest.errors import EmptyDocument, IngestError
 from ingest.index import ChunkPoint
 from ingest.parse import ParsedDocument, ParseLimits, parse_file
 from ingest.parse.sandbox import DEFAULT_PARSERS, ParserPool
+from ingest.sentences import pack_vectors, split_sentences
 
 log = logging.getLogger(__name__)
 
@@ -477,9 +478,18 @@ class IngestionWorker:
             batch = rt.settings.models.embed_batch_size
             for start in range(0, len(chunks), batch):
                 part = chunks[start : start + batch]
-                vectors = embedder.embed([embed_text(c) for c in part])
+                # The sentences' vectors too, in the same call: evidence is then scored at
+                # question time without embedding (appliance.chat.evidence).
+                sentences = [split_sentences(c.text) for c in part]
+                flat = [x for group in sentences for x in group]
+                embedded = embedder.embed([embed_text(c) for c in part] + flat)
+                vectors, sentence_vectors = embedded[: len(part)], embedded[len(part) :]
+                packed: list[bytes] = []
+                for group in sentences:
+                    packed.append(pack_vectors(sentence_vectors[: len(group)]))
+                    sentence_vectors = sentence_vectors[len(group) :]
                 with rt.sessions() as session:
-                    for c in part:
+                    for c, sentence_blob in zip(part, packed, strict=True):
                         session.add(
                             Chunk(
                                 doc_id=doc_id,
@@ -487,6 +497,12 @@ class IngestionWorker:
                                 page=c.page,
                                 text_ct=crypto.encrypt_text(
                                     DOC_KEY, doc_id, places.chunk_text(c.chunk_no), c.text
+                                ),
+                                sentence_vectors_ct=crypto.encrypt(
+                                    DOC_KEY,
+                                    doc_id,
+                                    places.chunk_sentence_vectors(c.chunk_no),
+                                    sentence_blob,
                                 ),
                                 heading_ct=crypto.encrypt_text(
                                     DOC_KEY, doc_id, places.chunk_heading(c.chunk_no), c.heading

@@ -78,6 +78,9 @@ class Chunk(Base):
     page: Mapped[int | None] = mapped_column(default=None)
     heading_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     text_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    # The embedder's vector of each sentence of the text (ingest.sentences), so evidence is
+    # scored without embedding at question time; None for chunks stored before (0010).
+    sentence_vectors_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
 
 
 class LegalHold(Base):
