@@ -220,7 +220,8 @@ class QdrantEdgeIndex(QdrantDocumentWrites):
         is recycled. A copy of the index would still hold it. So, when a document was
         deleted since the last purge, the live points are copied into a fresh shard (new
         segments, new log) that replaces this one (``rebuild``). The cleanup job calls this;
-        it blocks searches while it runs (seconds per 10,000 chunks, plus building the graph).
+        it blocks searches while it runs (about 1 s per 10,000 chunks; when the shard had an
+        HNSW graph, rebuilding it too: minutes per 100,000 chunks).
         """
         if not (self.path / PURGE_PENDING).exists():
             return False
@@ -243,11 +244,15 @@ class QdrantEdgeIndex(QdrantDocumentWrites):
         """
         fresh = fresh_copy_dir(self.path)
         with self._lock, self._engine("rebuild the vector index"):
+            # The service never builds the HNSW graph on its own (see flush); the copy gets
+            # one only when the shard had one, so an operator's `index optimize` survives.
+            had_graph = self._shard.info().indexed_vectors_count > 0
             copy = qe.EdgeShard.load(str(fresh), self._config())
             try:
                 copied = self._copy_points(copy, transform)
                 _ensure_payload_indexes(copy)
-                copy.optimize()
+                if had_graph:
+                    copy.optimize()
                 copy.flush()
             finally:
                 copy.close()
