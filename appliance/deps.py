@@ -13,10 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
 from appliance.acl import rules
@@ -198,24 +195,6 @@ def quiet_validation_body(errors: Any) -> dict[str, Any]:
         messages.append(msg)
         detail.append({"loc": loc, "msg": str(err.get("msg", "")), "type": kind})
     return {"error": "invalid_input", "message": " ".join(messages), "detail": detail}
-
-
-class QuietValidationRoute(APIRoute):
-    """A route whose validation errors never echo the submitted values (see
-    `quiet_validation_body`); routers pass ``route_class=QuietValidationRoute``."""
-
-    def get_route_handler(self) -> Callable[[Request], Any]:
-        """Wrap FastAPI's handler: a RequestValidationError becomes a quiet 422."""
-        handler = super().get_route_handler()
-
-        async def quiet(request: Request) -> Response:
-            try:
-                response: Response = await handler(request)
-            except RequestValidationError as exc:
-                return JSONResponse(quiet_validation_body(exc.errors()), status_code=422)
-            return response
-
-        return quiet
 
 
 def protected_router(**kw: Any) -> APIRouter:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +25,7 @@ from appliance.chat.routes import router as chat_router
 from appliance.core.config import Settings
 from appliance.core.errors import LIBRARY_ERRORS, ApplianceError, translate
 from appliance.core.runtime import Runtime, open_runtime
+from appliance.deps import quiet_validation_body
 from appliance.documents.routes import router as documents_router
 from appliance.jobs.runner import JobRunner
 from appliance.middleware import access_log, proxy
@@ -143,6 +145,11 @@ def create_app(
         return JSONResponse(
             {"error": exc.code, "message": exc.message}, status_code=exc.status_code
         )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
+        """A 422 that names the field and the reason but never echoes what was sent."""
+        return JSONResponse(quiet_validation_body(exc.errors()), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -38,7 +38,6 @@ from appliance.deps import (
     CSRF_HEADER,
     CallerDep,
     NowDep,
-    QuietValidationRoute,
     RuntimeDep,
     SessionDep,
     authenticate,
@@ -48,7 +47,7 @@ from appliance.deps import (
 from appliance.middleware.csrf import set_csrf_cookie
 
 # Quiet validation: a 422 never echoes what was sent (a password, a code).
-router = APIRouter(prefix="/api/auth", tags=["auth"], route_class=QuietValidationRoute)
+router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
 @contextmanager

@@ -17,7 +17,6 @@ from appliance.chat import pipeline, service
 from appliance.core.errors import LIBRARY_ERRORS, ApplianceError, translate
 from appliance.deps import (
     CurrentUser,
-    QuietValidationRoute,
     RuntimeDep,
     SessionDep,
     client_address,
@@ -25,7 +24,7 @@ from appliance.deps import (
 )
 
 # Quiet validation: a question over the limit is refused with its length, never echoed.
-router = protected_router(prefix="/api", tags=["chat"], route_class=QuietValidationRoute)
+router = protected_router(prefix="/api", tags=["chat"])
 
 
 class ChatIn(BaseModel):

@@ -43,7 +43,6 @@ from appliance.deps import (
     CurrentUser,
     ManagedDocument,
     NowDep,
-    QuietValidationRoute,
     ReadableDocument,
     RuntimeDep,
     SessionDep,
@@ -71,14 +70,13 @@ from appliance.documents.tables import Chunk, Document, DocumentGrant
 from appliance.documents.upload import receive
 
 # Quiet validation: a 422 names the field and the reason, never the value that was sent.
-router = protected_router(prefix="/api", tags=["documents"], route_class=QuietValidationRoute)
+router = protected_router(prefix="/api", tags=["documents"])
 # Requesting an approval for a document action lives here, beside the document checks it
 # needs; listing and deciding requests is the approvals domain's /api/admin/approvals.
 approvals_router = protected_router(
     prefix="/admin/approvals",
     tags=["approvals"],
     dependencies=[Depends(admin_user)],
-    route_class=QuietValidationRoute,
 )
 MAX_GRANTS_AT_UPLOAD = 50
 

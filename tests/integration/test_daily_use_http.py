@@ -288,6 +288,14 @@ def test_a_question_over_the_limit_is_refused_with_its_length_and_never_echoed(
     assert "hunter2" not in r.text
 
 
+def test_no_route_echoes_an_invalid_value(admin_browser: Browser) -> None:
+    """The app-wide 422 handler: the admin routes are as quiet as the chat and documents ones."""
+    r = admin_browser.post("/api/admin/users", json={"username": "confidential-name-" * 10})
+    assert r.status_code == 422
+    assert "confidential-name" not in r.text
+    assert "64" in r.json()["message"]
+
+
 # -- item 13: a wrong code after the right password says so --------------------------------
 
 
