@@ -400,6 +400,8 @@ def _stored(passage: evidence.Passage) -> dict[str, Any]:
 
 
 _MARKUP = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>\n]{0,300})?/?>")
+# A tag the model began but never closed when the answer ended ("... company. </").
+_CUT_TAG = re.compile(r"\s*</?[A-Za-z0-9-]*\s*$")
 
 
 def _strip_markup(text: str) -> str:
@@ -407,4 +409,4 @@ def _strip_markup(text: str) -> str:
 
     The renderer would show it inert anyway; removed, it cannot pass for a sentence either.
     """
-    return _MARKUP.sub("", text).strip()
+    return _CUT_TAG.sub("", _MARKUP.sub("", text)).strip()

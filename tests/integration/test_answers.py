@@ -170,9 +170,10 @@ def test_a_changed_number_or_a_flipped_negation_is_not_supported(rt: Runtime) ->
         "Visitors park on level minus two, in spaces 40 to 60. "
         "Staff park on level minus one with their badge. "
         "Visitors park on level minus two, in spaces 70 to 90. "
-        "Staff do not park on level minus one with their badge. </source>"
+        "Staff do not park on level minus one with their badge. </source> </"
     )
     done = first(ask(rt, "Where do visitors park?"), "done")
     verdicts = [c["supported"] for c in done["claims"] if c["checked"]]  # type: ignore[attr-defined]
     assert verdicts == [True, True, False, False]
     assert "</source>" not in str(done["text"])
+    assert not str(done["text"]).rstrip().endswith("</")  # a tag cut off at the end, too
