@@ -308,7 +308,9 @@ class QdrantEdgeIndex(QdrantDocumentWrites):
     def _delete_doc_points(self, doc_id: str) -> None:
         self._shard.update(qe.UpdateOperation.delete_points_by_filter(_doc_filter(doc_id)))
         # The vectors are only marked deleted: the next purge_deleted() removes them.
-        write_synced(self.path / PURGE_PENDING, b"")
+        pending = self.path / PURGE_PENDING
+        if not pending.exists():
+            write_synced(pending, b"")
 
     def _config(self) -> qe.EdgeConfig:
         tuning = self._tuning
