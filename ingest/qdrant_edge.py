@@ -236,14 +236,15 @@ class QdrantEdgeIndex(QdrantDocumentWrites):
     ) -> int:
         """Copy the live points (vectors turned by ``transform``) into a fresh shard; swap.
 
-        The copy is built beside the shard (``<dir>.rebuild``), indexed and flushed, marked
-        complete, and only then renamed into place, so a crash at any point leaves either the
-        old shard or the complete copy, never half of each (``_finish_rebuild`` tidies up on
-        the next open). ``add_files`` are written into the copy before the swap, so a record
-        of the vectors' key changes together with the vectors. Returns the points copied.
+        The copy is built beside the shard (``<dir>.rebuild``) and flushed (and indexed, when
+        the shard had a graph), marked complete, and only then renamed into place, so a crash
+        at any point leaves either the old shard or the complete copy, never half of each
+        (``ingest.shard_files.finish_interrupted_swap`` tidies up on the next open).
+        ``add_files`` are written into the copy before the swap, so a record of the vectors'
+        key changes together with the vectors. Returns the points copied.
         """
-        fresh = fresh_copy_dir(self.path)
         with self._lock, self._engine("rebuild the vector index"):
+            fresh = fresh_copy_dir(self.path)
             # The service never builds the HNSW graph on its own (see flush); the copy gets
             # one only when the shard had one, so an operator's `index optimize` survives.
             had_graph = self._shard.info().indexed_vectors_count > 0
