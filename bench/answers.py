@@ -274,7 +274,7 @@ def isolate_environment(workdir: Path) -> None:
     os.environ["APPLIANCE_CONFIG"] = str(empty)
 
 
-def make_settings(api: Api, workdir: Path, source_tokens: int | None) -> Any:
+def make_settings(api: Api, workdir: Path, chat_overrides: dict[str, int]) -> Any:
     """Settings for the instance under ``workdir`` (the layout tests/fixtures/app.py uses)."""
     root = workdir / "instance"
     values: dict[str, Any] = {
@@ -283,12 +283,13 @@ def make_settings(api: Api, workdir: Path, source_tokens: int | None) -> Any:
         "keystore_dir": root / "lib" / "appliance-keys",
     }
     settings = api.settings_cls(**values)
-    if source_tokens is not None:
-        if "source_tokens" not in type(settings.chat).model_fields:
-            log("--source-tokens ignored: this code has no chat.source_tokens setting")
-        else:
-            chat = {**settings.chat.model_dump(), "source_tokens": source_tokens}
-            settings = api.settings_cls(**values, chat=chat)
+    known = type(settings.chat).model_fields
+    for name in [n for n in chat_overrides if n not in known]:
+        log(f"--{name.replace('_', '-')} ignored: this code has no chat.{name} setting")
+    usable = {n: v for n, v in chat_overrides.items() if n in known}
+    if usable:
+        chat = {**settings.chat.model_dump(), **usable}
+        settings = api.settings_cls(**values, chat=chat)
     return settings
 
 
@@ -428,13 +429,13 @@ def asker_id(api: Api, rt: Any) -> str:
 
 @contextmanager
 def instance(
-    api: Api, workdir: Path, source_tokens: int | None
+    api: Api, workdir: Path, chat_overrides: dict[str, int]
 ) -> Iterator[tuple[Any, Corpus, str]]:
     """An initialised runtime with the corpus indexed, and the asker's user id."""
     html_root = corpus_root()
     isolate_environment(workdir)
     api.install()
-    settings = make_settings(api, workdir, source_tokens)
+    settings = make_settings(api, workdir, chat_overrides)
     api.init(settings)
     rt = api.open_runtime(settings)
     try:
@@ -832,7 +833,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         followups = []
     total = len(questions) + sum(len(f) for f in followups)
     records: list[dict[str, Any]] = []
-    with instance(api, workdir, args.source_tokens) as (rt, corpus, user_id):
+    overrides = {
+        name: value
+        for name, value in (("source_tokens", args.source_tokens), ("top_k", args.top_k))
+        if value is not None
+    }
+    with instance(api, workdir, overrides) as (rt, corpus, user_id):
         for item in questions:
             asked = ask(
                 api,
@@ -945,6 +951,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--source-tokens", type=int, metavar="N", help="override settings.chat.source_tokens"
+    )
+    parser.add_argument(
+        "--top-k", type=int, metavar="N", help="override settings.chat.top_k (passages shown)"
     )
     parser.add_argument(
         "--details", action="store_true", help="add one record per question and turn"
