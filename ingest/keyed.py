@@ -108,8 +108,15 @@ class KeyedVectorIndex:
         )
 
     def search(self, vector: Sequence[float], principals: Sequence[str], k: int) -> list[Hit]:
-        """Search with the turned query: the same hits and scores as without the key."""
-        return self.inner.search(self.key.apply(vector), principals, k)
+        """Search with the turned query: the same hits and scores as without the key.
+
+        Turning both sides adds float32 noise of about 1e-7 to each cosine; scores are
+        rounded to 6 places so that it cannot move a score across a threshold (a cosine of
+        exactly 0 must not come back as -1e-8 and fall below ``min_score = 0``).
+        """
+        hits = self.inner.search(self.key.apply(vector), principals, k)
+        # "+ 0.0" turns a rounded -0.0 into 0.0.
+        return [Hit(h.doc_id, h.chunk_no, round(h.score, 6) + 0.0) for h in hits]
 
     def publish(self, doc_id: str, principals: Sequence[str]) -> None:
         """Set the principals of all the document's points in one operation."""
