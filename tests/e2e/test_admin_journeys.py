@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pyotp
 import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
@@ -30,6 +29,7 @@ from appliance.auth.tables import User
 from appliance.core.db import utcnow
 from appliance.documents.tables import INDEXED, Document
 from tests.e2e.conftest import Site, shot
+from tests.e2e.people import sign_in
 from tests.fixtures.app import submit
 from tests.fixtures.auth import Account, make_user
 
@@ -38,18 +38,6 @@ def account(site: Site, username: str, *, role: str = "user") -> Account:
     """An enrolled account on the site (its password and TOTP secret known to the test)."""
     with site.rt.sessions() as session:
         return make_user(session, site.rt.crypto, username=username, role=role)
-
-
-def sign_in(page: Page, who: Account) -> None:
-    """Sign in through the page: password, then the authenticator's current code."""
-    page.goto("/signin")
-    page.get_by_label("Username").fill(who.username)
-    page.get_by_label("Password", exact=True).fill(who.password)
-    page.get_by_role("button", name="Continue").click()
-    page.get_by_label("Code", exact=True).fill(pyotp.TOTP(who.secret).now())
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r"/(\?.*)?$"))
-    expect(page.locator("#sign-out")).to_be_visible()
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from appliance.auth.tables import Group, GroupMember
 from appliance.documents import service as docs
 from appliance.documents.tables import Document
 from tests.e2e.conftest import SCREENSHOTS, Site, shot, shot_of
+from tests.e2e.people import sign_in
 from tests.fixtures.auth import Account, make_user
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -52,17 +53,6 @@ def account(
             s.add(GroupMember(group_id=g.id, user_id=made.user.id))
             s.commit()
         return made
-
-
-def sign_in(page: Page, who: Account) -> None:
-    """Password, then the current code from the authenticator."""
-    page.goto("/signin")
-    page.get_by_label("Username").fill(who.username)
-    page.get_by_label("Password", exact=True).fill(who.password)
-    page.get_by_role("button", name="Continue").click()
-    page.get_by_label("Code", exact=True).fill(pyotp.TOTP(who.secret).now())
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r"/(\?.*)?$"))
 
 
 def final_states(page: Page, count: int) -> None:

@@ -15,7 +15,8 @@ from playwright.sync_api import expect
 
 from tests.e2e.chat import ask, shows_evidence
 from tests.e2e.conftest import Site, shot
-from tests.e2e.test_daily_journeys import account, final_states, sign_in
+from tests.e2e.people import sign_in
+from tests.e2e.test_daily_journeys import account, final_states
 from tests.fixtures.formats import fixture, make_ppt
 
 FILES = (

@@ -1,6 +1,6 @@
 // Account: groups, recovery codes left (and new ones), password change, own sessions, API
 // tokens (list, create with scopes and expiry, revoke).
-import { api, clear, confirmDialog, copyText, el, showError, toast, when } from "./api.js";
+import { api, clear, confirmDialog, copyText, downloadText, el, showError, toast, when } from "./api.js";
 
 const sessionsBody = document.getElementById("sessions");
 const sessionsError = document.getElementById("sessions-error");
@@ -120,12 +120,7 @@ document.getElementById("codes-print").addEventListener("click", () => {
   document.body.classList.remove("printing-codes");
 });
 document.getElementById("codes-download").addEventListener("click", () => {
-  const url = URL.createObjectURL(new Blob([codesText()], { type: "text/plain" }));
-  const link = el("a", { href: url, download: "recovery-codes.txt", hidden: true });
-  document.body.append(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 1000);
+  downloadText("recovery-codes.txt", codesText());
 });
 
 // -- API tokens ---------------------------------------------------------------------------

@@ -100,6 +100,16 @@ export function clear(node) {
   return node;
 }
 
+// Save `text` as a file called `filename` (recovery codes, for instance), from the page.
+export function downloadText(filename, text) {
+  const url = URL.createObjectURL(new Blob([text], { type: "text/plain" }));
+  const link = el("a", { href: url, download: filename, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
 // The one time format of the site ("3 Dec 2026, 14:05", the reader's time zone).
 export function when(iso) {
   return formatWhen(iso);

@@ -1,5 +1,5 @@
 // Sign-in: password -> code (or enrolment with QR and recovery codes) -> new password -> in.
-import { api, clear, copyText, el, showError, toast } from "./api.js";
+import { api, clear, copyText, downloadText, el, showError, toast } from "./api.js";
 
 // The key is shown in groups of four (spans: copying it gives the key without spaces).
 function showKey(box, secret) {
@@ -122,12 +122,7 @@ document.getElementById("recovery-copy").addEventListener("click", async () => {
 document.getElementById("recovery-print").addEventListener("click", () => window.print());
 
 document.getElementById("recovery-download").addEventListener("click", () => {
-  const url = URL.createObjectURL(new Blob([codesText()], { type: "text/plain" }));
-  const link = el("a", { href: url, download: "recovery-codes.txt", hidden: true });
-  document.body.append(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 1000);
+  downloadText("recovery-codes.txt", codesText());
 });
 
 document.getElementById("recovery-done").addEventListener("click", () => next(afterRecovery));
