@@ -221,13 +221,13 @@ def test_admin_and_users_journey(contexts: Any, site: Site, tmp_path: Path) -> N
     expect(answer.get_by_role("button", name="Helpful", exact=True)).to_have_attribute(
         "aria-pressed", "true"
     )
-    # A follow-up, stopped as soon as it starts streaming: its evidence stays.
+    # A follow-up, stopped as soon as its evidence shows (the model is still reading the
+    # prompt, so the stop lands before the answer can end by itself): its evidence stays.
     erin.get_by_label("Your question").fill("And how many weeks of parental leave do parents get?")
     erin.get_by_label("Your question").press("Enter")
     expect(erin.locator("#stop")).to_be_visible()
     follow_up = erin.locator(".msg-answer").nth(1)
     expect(follow_up.locator("section.evidence")).to_be_visible()
-    expect(follow_up.locator(".body")).not_to_be_empty(timeout=60_000)
     erin.locator("#stop").click()
     expect(erin.locator("#chat-status")).to_contain_text("Stopped")
     expect(erin.locator("#send")).to_be_visible()
