@@ -22,6 +22,8 @@ CORPUS_NAME = "python3.11-doc"
 MIN_QUESTIONS = 45
 MIN_PAGES = 20
 MIN_FOLLOWUPS = 5
+MIN_LONG_FOLLOWUPS = 5  # sequences of LONG_TURNS turns: the answer target is turn 5
+LONG_TURNS = 5
 MIN_TOPIC_SWITCHES = 2
 KEY_PHRASE_WORDS = (2, 8)
 
@@ -272,6 +274,14 @@ def check(html_root: Path, corpus_file: Path, questions_file: Path) -> dict[str,
         problems.append(f"only {len(pages_used)} pages answer questions, want {MIN_PAGES}")
     if n_followups < MIN_FOLLOWUPS:
         problems.append(f"only {n_followups} follow-up sequences, want {MIN_FOLLOWUPS}")
+    turn_lists = [f.get("turns") for f in data.get("followups", []) if isinstance(f, dict)]
+    long_followups = sum(
+        1 for turns in turn_lists if isinstance(turns, list) and len(turns) >= LONG_TURNS
+    )
+    if long_followups < MIN_LONG_FOLLOWUPS:
+        problems.append(
+            f"only {long_followups} follow-ups have {LONG_TURNS} turns, want {MIN_LONG_FOLLOWUPS}"
+        )
     switching = sum(
         1 for f in data.get("followups", []) if isinstance(f, dict) and f.get("topic_switch_at")
     )
@@ -282,6 +292,7 @@ def check(html_root: Path, corpus_file: Path, questions_file: Path) -> dict[str,
         "questions": n_questions,
         "followups": n_followups,
         "followup_turns": sum(1 for it in items if "." in it.ref),
+        f"followups_of_{LONG_TURNS}_or_more_turns": long_followups,
         "followups_switching_topic": switching,
         "pages": len(pages_used),
         "corpus_pages": len(corpus),
