@@ -191,6 +191,7 @@ def main() -> None:
             {
                 "model": entry.name,
                 "n_threads": generator.n_threads,
+                "n_threads_batch": generator.n_threads_batch,
                 "max_tokens": MAX_TOKENS,
                 "prompt_tokens": generator.count_chat_tokens(captured[-1]),
                 "appliance_ttft_ms": app_ttft,

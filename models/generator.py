@@ -19,15 +19,29 @@ from models.protocols import (
 logger = logging.getLogger(__name__)
 
 
-def default_threads() -> int:
-    """Half the CPUs this process may use (at least one): roughly the physical cores."""
+def usable_cpus() -> int:
+    """The CPUs this process may use (at least one)."""
     try:
-        cpus = len(os.sched_getaffinity(0))
+        return max(len(os.sched_getaffinity(0)), 1)
     except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """Threads for decoding: half the usable CPUs (at least one), roughly the physical cores."""
     # llama.cpp's threads spin at every barrier: SMT siblings add nothing to decoding, and a
     # thread whose core is taken by the web server or the embedder stalls all the others.
-    return max(cpus // 2, 1)
+    return max(usable_cpus() // 2, 1)
+
+
+def default_batch_threads() -> int:
+    """Threads for reading the prompt: every usable CPU.
+
+    Prompt evaluation is one dense burst per answer, the part the asker waits for before the
+    first word; it scales with cores where decoding does not (the bundled model read 700
+    prompt tokens in 5.0 s on one thread of a quiet 2-core machine, in 3.0 s on two).
+    """
+    return usable_cpus()
 
 
 def _token_text(llm: Any, token: int) -> str:
@@ -46,12 +60,14 @@ class LlamaCppGenerator:
         *,
         n_ctx: int = 4096,
         n_threads: int | None = None,
+        n_threads_batch: int | None = None,
         n_gpu_layers: int = 0,
         seed: int = 0,
     ) -> None:
         """Verify `entry`, then load it with a context of min(n_ctx, the model's trained length).
 
-        `n_threads` (default: default_threads()) is used for prompt processing and decoding.
+        `n_threads` (default: default_threads()) decode; `n_threads_batch` (default:
+        default_batch_threads()) evaluate the prompt.
         """
         if entry.kind != "chat":
             raise ModelError(f"Model {entry.name!r} is an {entry.kind}, not a chat model.")
@@ -62,12 +78,13 @@ class LlamaCppGenerator:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         threads = n_threads or default_threads()
+        batch_threads = n_threads_batch or default_batch_threads()
         try:
             llm = Llama(
                 model_path=str(entry.path),
                 n_ctx=min(n_ctx, entry.context_length),
                 n_threads=threads,
-                n_threads_batch=threads,
+                n_threads_batch=batch_threads,
                 n_gpu_layers=n_gpu_layers,
                 seed=seed,
                 verbose=False,
@@ -101,6 +118,7 @@ class LlamaCppGenerator:
         self.name = entry.name
         self.context_length: int = int(llm.n_ctx())
         self.n_threads = threads
+        self.n_threads_batch = batch_threads
 
     def defuse(self, text: str) -> str:
         """Text in which no special token's spelling survives (tokenised as plain text)."""

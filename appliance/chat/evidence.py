@@ -3,8 +3,12 @@
 Shown to the asker right after retrieval, before the model says a word, so every answer can
 be checked against its documents. Sentences are scored with the embedder already loaded
 for retrieval (cosine to the question) plus term overlap (the share of the question's
-content words a sentence contains): no extra model, and exact terms such as "level minus
-two" count even when the small embedder blurs them.
+stemmed content words a sentence contains): no extra model, and exact terms such as "level
+minus two" count even when the small embedder blurs them.
+
+Retrieval hands over more candidates than are shown (`chat.candidates`) and their best
+sentences decide which `chat.top_k` are: the small embedder ranks whole chunks coarsely,
+and the chunk that states the answer is often 15th to 40th.
 
 The same sentence vectors later decide which passage supports each sentence of the answer
 (`appliance.chat.claims`).
@@ -12,12 +16,14 @@ The same sentence vectors later decide which passage supports each sentence of t
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+import snowballstemmer
 
 from appliance.chat.retrieval import Source
 from ingest.sentences import split_sentences
@@ -44,16 +50,22 @@ STOPWORDS = frozenset(
 )
 
 
+_STEMMER = snowballstemmer.stemmer("english")
+
+
+@functools.lru_cache(maxsize=65_536)
+def _stem(word: str) -> str:
+    # Snowball (Porter 2): "indented" meets "indent", "inserting" meets "insert".
+    return str(_STEMMER.stemWord(word))
+
+
 def content_terms(text: str) -> set[str]:
-    """Lower-cased content words (stopwords out, a plural 's' folded) for term overlap."""
-    terms = set()
-    for word in _WORD.findall(text.lower()):
-        if word in STOPWORDS or len(word) < 2:
-            continue
-        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-            word = word[:-1]
-        terms.add(word)
-    return terms
+    """Stemmed, lower-cased content words (stopwords out) for term overlap."""
+    return {
+        _stem(word)
+        for word in _WORD.findall(text.lower())
+        if len(word) >= 2 and word not in STOPWORDS
+    }
 
 
 def overlap(wanted: set[str], found: set[str]) -> float:
@@ -133,8 +145,11 @@ def build(
     question: str,
     sources: Sequence[Source],
     context: str | None = None,
+    keep: int | None = None,
 ) -> list[Passage]:
     """Score every sentence of every passage against the question (one embedding batch).
+
+    Returns the ``keep`` best (all with None), ranked from 1.
 
     With ``context`` (a follow-up's question together with the previous one), a sentence
     scores the better of its match to either, so "and for visitors?" still finds its answer.
@@ -190,6 +205,8 @@ def build(
     for p in passages:
         p.relevance = 0.5 * p.source.score + 0.5 * p.best_score
     passages.sort(key=lambda p: (-p.relevance, p.source.rank))
+    if keep is not None:
+        del passages[keep:]
     for rank, p in enumerate(passages, start=1):
         p.rank = rank
     return passages

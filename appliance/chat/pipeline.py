@@ -1,8 +1,9 @@
 """The one place a question's path is composed.
 
-retrieve (question alone and with its context, fused) -> evidence (ranked passages, best
-sentences) -> prompt (sentence windows within a budget) -> generate (queued, loop-guarded)
--> attribute (each sentence checked against the evidence) -> store and audit.
+retrieve (question alone and with its context, fused; `candidates` of them) -> evidence
+(re-ranked by their best sentences, the best `top_k` kept) -> prompt (sentence windows
+within a budget) -> generate (queued, loop-guarded) -> attribute (each sentence checked
+against the evidence) -> store and audit.
 
 ``answer()`` is a plain generator of events, so the HTTP route (Server-Sent Events, run off
 the event loop) and the CLI (`appliance ask`) share it. Events, in order:
@@ -173,7 +174,7 @@ def answer(
             user=user,
             query=question,
             also=[with_context] if with_context != question else [],
-            k=cfg.top_k,
+            k=max(cfg.candidates, cfg.top_k),
             min_score=cfg.min_score,
         )
         _store_message(rt, session, conv, "user", question)
@@ -181,7 +182,11 @@ def answer(
         conv_id = conv.id
     t_retrieved = time.perf_counter()
     passages = evidence.build(
-        embedder=rt.embedder(), question=question, sources=sources, context=with_context
+        embedder=rt.embedder(),
+        question=question,
+        sources=sources,
+        context=with_context,
+        keep=cfg.top_k,
     )
     documents = len({p.source.doc_id for p in passages})
     t_evidence = time.perf_counter()

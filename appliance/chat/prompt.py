@@ -193,14 +193,18 @@ def from_evidence(
     budget = source_tokens
     for passage in passages:
         text = sentence_window(passage)
-        cost = count_tokens(text) + 12
+        # The source's tag (document, page, section) is counted too: a long heading costs.
+        block = _quote_window(len(used) + 1, passage, text)
+        cost = count_tokens(block) + 2  # and the blank line that separates sources
         if used and cost > budget:
             continue
         if not used and cost > budget:
             words = text.split()
-            text = " ".join(words[: max(20, int(len(words) * budget / cost))]) + " …"
+            tag = cost - count_tokens(text)
+            keep = max(20, int(len(words) * max(budget - tag, 0) / max(cost - tag, 1)))
+            block = _quote_window(1, passage, " ".join(words[:keep]) + " …")
         used.append(passage)
-        quoted.append(_quote_window(len(used), passage, text))
+        quoted.append(block)
         budget -= cost
         if budget <= 24:
             break

@@ -86,7 +86,11 @@ class Runtime:
                 try:
                     entry = self.model_registry().get(m.chat_model)
                     self._generator = LlamaCppGenerator(
-                        entry, n_ctx=m.n_ctx, n_threads=m.n_threads, n_gpu_layers=m.n_gpu_layers
+                        entry,
+                        n_ctx=m.n_ctx,
+                        n_threads=m.n_threads,
+                        n_threads_batch=m.n_threads_batch,
+                        n_gpu_layers=m.n_gpu_layers,
                     )
                 except ModelError as exc:
                     raise ModelUnavailable(str(exc)) from exc

@@ -177,3 +177,47 @@ def test_a_changed_number_or_a_flipped_negation_is_not_supported(rt: Runtime) ->
     assert verdicts == [True, True, False, False]
     assert "</source>" not in str(done["text"])
     assert not str(done["text"]).rstrip().endswith("</")  # a tag cut off at the end, too
+
+
+def test_the_passage_that_states_the_answer_is_shown_though_its_chunk_ranks_low(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """Candidates beyond `top_k` are re-ranked by their best sentence before `top_k` are kept.
+
+    The guest rules mention visitors in every sentence, so their chunks' vectors rank above
+    the site guide's, which mentions them once, in the one sentence that answers.
+    """
+    runtime.settings.chat.min_score = 0.0
+    add_user(runtime, "alice", group="staff")
+    for n in range(4):
+        (tmp_path / f"guests{n}.md").write_text(f"# Guest rules {n}\n\n{GUEST_RULES}\n")
+        submit(runtime, tmp_path / f"guests{n}.md", grants=("group:staff",))
+    (tmp_path / "site.md").write_text(
+        "# Site guide\n\nThe building has four floors and a garden. Visitors park on level "
+        "minus two. The lifts are by the north door.\n"
+    )
+    submit(runtime, tmp_path / "site.md", grants=("group:staff",))
+    inline_worker(runtime).run_until_idle()
+    runtime._generator = FakeGenerator("Visitors park on level minus two.")
+    chat = runtime.settings.chat
+    chat.top_k = 2
+
+    def shown() -> list[str]:
+        passages = first(ask(runtime, "Where do visitors park?"), "evidence")["passages"]
+        return [p["filename"] for p in passages]  # type: ignore[attr-defined]
+
+    chat.candidates = 2  # no more candidates than are shown: the vector order alone
+    assert "site.md" not in shown()
+    chat.candidates = 10
+    names = shown()
+    assert len(names) == 2
+    assert names[0] == "site.md"
+
+
+GUEST_RULES = (
+    "Visitors sign the guest book at reception. Visitors receive a temporary badge valid "
+    "today. Visitors follow their host through every corridor. Visitors must never enter "
+    "laboratories alone. Visitors can request coffee, tea or water. Visitors leave wet "
+    "umbrellas near the entrance. Visitors report lost property to security staff. Visitors "
+    "who arrive late phone their contact."
+)
