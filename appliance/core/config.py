@@ -231,10 +231,9 @@ class ChatSettings(_Section):
         12,
         ge=1,
         le=50,
-        description="Passages retrieved per question and shown as its evidence (the prompt "
-        "takes only the best sentences of them, within `source_tokens`). On the answer "
-        "benchmark 12 showed the page that answers in 98% of questions and its key phrase in "
-        "83%, against 95% and 70% with 6, for 0.3 s more to the first word.",
+        description="Passages shown per question as its evidence (the prompt takes only the "
+        "best sentences of them, within `source_tokens`). On the answer benchmark 12 showed "
+        "the page that answers in 100% of questions and its key phrase in 86%.",
     )
     candidates: int = Field(
         48,
@@ -243,8 +242,8 @@ class ChatSettings(_Section):
         description="Passages taken from the vector search before their sentences are scored "
         "against the question; the best `top_k` of them are shown. The embedder ranks whole "
         "chunks coarsely: on the answer benchmark, 48 candidates put the sentence that answers "
-        "among the 12 shown in 86% of questions and 68% of follow-ups, against 83% and 55% "
-        "with 12, for some 40 ms more. Fewer than `top_k` counts as `top_k`.",
+        "among the 12 shown in 86% of questions and 68% of follow-up turns, against 83% and "
+        "60% with 12, for some 25 ms more. Fewer than `top_k` counts as `top_k`.",
     )
     min_score: float = Field(
         0.2,
