@@ -50,7 +50,7 @@ def search_cmd(
         ),
     ] = False,
 ) -> None:
-    """Print the ranked passages retrieval would hand the model for this user."""
+    """Print the passages an answer would show this user as its evidence, best first."""
     client = _reach()
     if client is not None:
         rows = client.search(as_user=as_user, question=question, k=k, operator=operator())

@@ -8,26 +8,33 @@ Each acts with exactly the named user's access; searches are audited as the oper
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 from appliance.audit import service as audit
 from appliance.auth import service as users
-from appliance.chat import pipeline
+from appliance.chat import evidence, pipeline
 from appliance.chat.retrieval import Source, retrieve
 from appliance.core.runtime import Runtime
 
 
 def search_as(*, rt: Runtime, as_user: str, question: str, k: int, operator: str) -> list[Source]:
-    """The ranked passages retrieval would hand the model for this user; audited."""
+    """The `k` best passages for this user, ranked as an answer's evidence ranks them; audited.
+
+    Like an answer, the search takes `chat.candidates` from the index and keeps the `k` whose
+    best sentences match the question; each score is that combined relevance.
+    """
     with rt.sessions() as session:
         user = users.get_user_by_name(session, as_user)
-        sources = retrieve(
+        found = retrieve(
             rt=rt,
             session=session,
             user=user,
             query=question,
-            k=k,
+            k=max(k, rt.settings.chat.candidates),
             min_score=rt.settings.chat.min_score,
         )
+        passages = evidence.build(embedder=rt.embedder(), question=question, sources=found, keep=k)
+        sources = [replace(p.source, rank=p.rank, score=round(p.relevance, 4)) for p in passages]
         audit.record(
             session,
             actor=operator,
