@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -51,12 +52,16 @@ STOPWORDS = frozenset(
 
 
 _STEMMER = snowballstemmer.stemmer("english")
+# The stemmer keeps the word it works on in itself: two threads at once (two askers) get
+# each other's stems or an IndexError. Cached words need no lock.
+_STEMMER_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=65_536)
 def _stem(word: str) -> str:
     # Snowball (Porter 2): "indented" meets "indent", "inserting" meets "insert".
-    return str(_STEMMER.stemWord(word))
+    with _STEMMER_LOCK:
+        return str(_STEMMER.stemWord(word))
 
 
 def content_terms(text: str) -> set[str]:

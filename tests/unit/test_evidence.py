@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import sys
+import threading
 
 import numpy as np
 
-from appliance.chat import prompt
+from appliance.chat import evidence, prompt
 from appliance.chat.evidence import Passage, content_terms, overlap
 from appliance.chat.retrieval import Source
 from models.protocols import ChatMessage
@@ -71,3 +73,36 @@ def test_the_source_budget_counts_each_source_with_its_tag() -> None:
     assert len(sources) == len(used) >= 1
     assert sum(_words(s) for s in sources) <= 150
     assert isinstance(messages[-1], ChatMessage)
+
+
+def test_terms_are_the_same_when_many_askers_score_at_once() -> None:
+    """The stemmer holds its word in itself; threads must not share it unguarded."""
+    words = [
+        stem + suffix
+        for stem in ("connect", "general", "indent", "insert", "nation", "relate", "happy")
+        for suffix in ("", "ed", "ing", "ions", "ational", "ness", "ly", "s", "izing")
+    ]
+    text = " ".join(words)
+    expected = content_terms(text)
+    failures: list[str] = []
+
+    def score() -> None:
+        for _ in range(15):
+            evidence._stem.cache_clear()  # every word goes through the stemmer again
+            try:
+                if content_terms(text) != expected:
+                    failures.append("different terms")
+            except Exception as exc:  # noqa: BLE001 - the race raised IndexError
+                failures.append(repr(exc))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=score) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
